@@ -1,0 +1,103 @@
+//! A trainable, timm-equivalent ViT/DeiT for candle that exposes every block's attention map,
+//! with strict loading of timm and Hugging Face transformers safetensors checkpoints.
+//!
+//! ```no_run
+//! let dev = candle_core::Device::Cpu;
+//! let m = model::load(Some("augreg-base"), None, &model::HubOptions::from_env(), &dev)?;
+//! let x = candle_core::Tensor::zeros((1, 3, 224, 224), candle_core::DType::F32, &dev)?;
+//! let logits = m.vit.forward(&x)?;
+//! # Ok::<(), model::ModelError>(())
+//! ```
+
+pub mod config;
+pub mod hub;
+pub mod variants;
+pub mod vit;
+pub mod weights;
+
+pub use config::{PretrainedCfg, VitConfig};
+pub use hub::{load, HubOptions, LoadedModel, WeightsSource};
+pub use variants::{variant, Variant, VARIANTS};
+pub use vit::{expected_shapes, Mode, Params, TrainForward, Vit};
+pub use weights::{save_params, Naming};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown model `{name}`; known models: {known}")]
+    UnknownModel { name: String, known: String },
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    #[error("config file {path}: {msg}")]
+    BadConfigFile { path: PathBuf, msg: String },
+    #[error("weights file {path} {msg}")]
+    Weights { path: PathBuf, msg: String },
+    #[error("tensor `{name}` is missing from {origin}: the checkpoint does not match the architecture (wrong --model, or a truncated/foreign file)")]
+    MissingTensor { name: String, origin: String },
+    #[error("{origin} has {count} unexpected tensor(s), e.g. `{name}`: the checkpoint does not match the architecture (e.g. a distilled DeiT or a different model)")]
+    UnexpectedTensor {
+        name: String,
+        count: usize,
+        origin: String,
+    },
+    #[error(
+        "tensor `{name}` in {origin} has shape {found:?}, the architecture expects {expected:?}"
+    )]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        origin: String,
+    },
+    #[error("input has shape {found:?}, the model expects {expected}")]
+    InputShape { expected: String, found: Vec<usize> },
+    #[error("weights not found: {0}")]
+    WeightsNotFound(String),
+    #[error("hub: {0}")]
+    Hub(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// Picks the compute device: `cuda` needs the `cuda` feature and a GPU; `auto` takes the GPU
+/// when there is one.
+pub fn device(name: &str) -> Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => candle_core::Device::new_cuda(0).map_err(|e| {
+            ModelError::Config(format!(
+                "CUDA device unavailable ({e}); build with `--features cuda` on a machine with a GPU, or use --device cpu"
+            ))
+        }),
+        "auto" => Ok(candle_core::Device::cuda_if_available(0)?),
+        other => Err(ModelError::Config(format!(
+            "unknown device `{other}` (cpu, cuda or auto)"
+        ))),
+    }
+}
+
+/// The folder of a golden fixture set: `$ROBUSTVIT_FIXTURES` when set, else the set
+/// `tests/fixtures/public` shipped in the repository. Golden tests read it so that another set
+/// of the same layout can be checked without recompiling.
+pub fn fixture_dir() -> PathBuf {
+    match std::env::var_os("ROBUSTVIT_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/public"),
+    }
+}
+
+/// Builds the model described by a fixture set's `config.json` + `model.safetensors`.
+pub fn load_fixture_model(
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> Result<LoadedModel> {
+    load(
+        None,
+        Some(dir.to_str().unwrap_or_default()),
+        &HubOptions::from_env(),
+        device,
+    )
+}

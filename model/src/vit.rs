@@ -1,0 +1,454 @@
+//! A timm-equivalent Vision Transformer (ViT / non-distilled DeiT) that can be trained and
+//! that exposes every block's attention map.
+//!
+//! Two paths share the weights:
+//! * [`Mode::Train`]: only ops that record a backward pass in candle (composed softmax and
+//!   layer norm, exact erf GELU). candle's fused `softmax_last_dim` / `layer_norm` silently
+//!   detach their output, which would train nothing upstream of them.
+//! * [`Mode::Infer`]: fused kernels, weights detached so no graph is recorded.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use std::collections::BTreeMap;
+
+use crate::config::VitConfig;
+use crate::{ModelError, Result};
+
+/// Which kernels a forward pass may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Infer,
+}
+
+/// The trainable parameters, by timm name, in a deterministic (sorted) order.
+#[derive(Clone, Default)]
+pub struct Params {
+    vars: BTreeMap<String, Var>,
+}
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&Var> {
+        self.vars.get(name)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.vars.iter()
+    }
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.vars.keys()
+    }
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+    /// Total number of scalar parameters.
+    pub fn count(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+    /// Detached snapshots of every parameter (safe to keep while training goes on).
+    pub fn snapshot(&self) -> Result<BTreeMap<String, Tensor>> {
+        self.vars
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?.detach())))
+            .collect()
+    }
+    /// Overwrites every parameter in place from `tensors` (same names and shapes required).
+    pub fn assign(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, var) in &self.vars {
+            let t = tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
+                name: name.clone(),
+                origin: "the tensors to assign".into(),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(ModelError::ShapeMismatch {
+                    name: name.clone(),
+                    expected: var.dims().to_vec(),
+                    found: t.dims().to_vec(),
+                    origin: "the tensors to assign".into(),
+                });
+            }
+            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every tensor of a model with this config, in timm naming, with its shape. This is the
+/// asserted weight mapping: loading fails unless a checkpoint holds exactly these.
+pub fn expected_shapes(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
+    let d = cfg.embed_dim;
+    let p = cfg.patch_size;
+    let mut v = vec![
+        ("cls_token".to_string(), vec![1, 1, d]),
+        ("pos_embed".to_string(), vec![1, cfg.num_tokens(), d]),
+        (
+            "patch_embed.proj.weight".to_string(),
+            vec![d, cfg.in_chans, p, p],
+        ),
+        ("patch_embed.proj.bias".to_string(), vec![d]),
+    ];
+    for i in 0..cfg.depth {
+        let b = |s: &str| format!("blocks.{i}.{s}");
+        v.push((b("norm1.weight"), vec![d]));
+        v.push((b("norm1.bias"), vec![d]));
+        v.push((b("attn.qkv.weight"), vec![3 * d, d]));
+        if cfg.qkv_bias {
+            v.push((b("attn.qkv.bias"), vec![3 * d]));
+        }
+        v.push((b("attn.proj.weight"), vec![d, d]));
+        v.push((b("attn.proj.bias"), vec![d]));
+        v.push((b("norm2.weight"), vec![d]));
+        v.push((b("norm2.bias"), vec![d]));
+        v.push((b("mlp.fc1.weight"), vec![cfg.mlp_hidden, d]));
+        v.push((b("mlp.fc1.bias"), vec![cfg.mlp_hidden]));
+        v.push((b("mlp.fc2.weight"), vec![d, cfg.mlp_hidden]));
+        v.push((b("mlp.fc2.bias"), vec![d]));
+    }
+    v.push(("norm.weight".to_string(), vec![d]));
+    v.push(("norm.bias".to_string(), vec![d]));
+    v.push(("head.weight".to_string(), vec![cfg.num_classes, d]));
+    v.push(("head.bias".to_string(), vec![cfg.num_classes]));
+    v
+}
+
+#[derive(Clone)]
+struct Linear {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    /// y = x W^T + b over the last dimension; x is flattened to 2-D so that one GEMM runs.
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (w, b) = match mode {
+            Mode::Train => (self.w.clone(), self.b.clone()),
+            Mode::Infer => (self.w.detach(), self.b.as_ref().map(|b| b.detach())),
+        };
+        let dims = x.dims().to_vec();
+        let k = *dims.last().expect("linear input has a last dimension");
+        let rows = x.elem_count() / k;
+        let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+        let y = match b {
+            Some(b) => y.broadcast_add(&b)?,
+            None => y,
+        };
+        let mut out = dims;
+        *out.last_mut().unwrap() = w.dim(0)?;
+        Ok(y.reshape(out)?)
+    }
+}
+
+#[derive(Clone)]
+struct LayerNorm {
+    w: Tensor,
+    b: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        Ok(match mode {
+            Mode::Train => candle_nn::ops::layer_norm_slow(x, &self.w, &self.b, self.eps)?,
+            Mode::Infer => candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.w.detach(),
+                &self.b.detach(),
+                self.eps,
+            )?,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Block {
+    norm1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// Output of a training forward pass.
+pub struct TrainForward {
+    pub logits: Tensor,
+    /// Post-softmax attention of every block, (B, heads, N, N), live in the graph.
+    pub attn: Vec<Tensor>,
+    /// Zero-valued variables added to each attention map: after `backward`, the gradient
+    /// stored for `probes[l]` is exactly dL/d`attn[l]` (candle keeps no gradients of
+    /// intermediate tensors).
+    pub probes: Vec<Var>,
+}
+
+/// The model. Cloning is cheap and shares the parameters.
+#[derive(Clone)]
+pub struct Vit {
+    cfg: VitConfig,
+    params: Params,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    patch: Linear,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+    head: Linear,
+}
+
+impl Vit {
+    /// Builds the model from tensors in timm naming. Strict: every expected tensor must be
+    /// present with its exact shape and nothing else may be there. `source` names the origin
+    /// of the tensors in error messages.
+    pub fn from_tensors(
+        cfg: &VitConfig,
+        mut tensors: BTreeMap<String, Tensor>,
+        device: &Device,
+        source: &str,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let mut vars = BTreeMap::new();
+        for (name, shape) in expected_shapes(cfg) {
+            let t = tensors
+                .remove(&name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    name: name.clone(),
+                    origin: source.to_string(),
+                })?;
+            if t.dims() != shape.as_slice() {
+                return Err(ModelError::ShapeMismatch {
+                    name,
+                    expected: shape,
+                    found: t.dims().to_vec(),
+                    origin: source.to_string(),
+                });
+            }
+            let t = t.to_dtype(DType::F32)?.to_device(device)?;
+            vars.insert(name, Var::from_tensor(&t)?);
+        }
+        if let Some(name) = tensors.keys().next() {
+            return Err(ModelError::UnexpectedTensor {
+                name: name.clone(),
+                count: tensors.len(),
+                origin: source.to_string(),
+            });
+        }
+        Self::from_params(cfg.clone(), Params { vars })
+    }
+
+    fn from_params(cfg: VitConfig, params: Params) -> Result<Self> {
+        let t = |n: &str| -> Tensor { params.vars[n].as_tensor().clone() };
+        let eps = cfg.layer_norm_eps as f32;
+        let d = cfg.embed_dim;
+        let patch_w = t("patch_embed.proj.weight")
+            .reshape((d, cfg.in_chans * cfg.patch_size * cfg.patch_size))?;
+        let blocks = (0..cfg.depth)
+            .map(|i| {
+                let n = |s: &str| format!("blocks.{i}.{s}");
+                let lin = |s: &str, bias: bool| Linear {
+                    w: t(&n(&format!("{s}.weight"))),
+                    b: bias.then(|| t(&n(&format!("{s}.bias")))),
+                };
+                let ln = |s: &str| LayerNorm {
+                    w: t(&n(&format!("{s}.weight"))),
+                    b: t(&n(&format!("{s}.bias"))),
+                    eps,
+                };
+                Block {
+                    norm1: ln("norm1"),
+                    qkv: lin("attn.qkv", cfg.qkv_bias),
+                    proj: lin("attn.proj", true),
+                    norm2: ln("norm2"),
+                    fc1: lin("mlp.fc1", true),
+                    fc2: lin("mlp.fc2", true),
+                }
+            })
+            .collect();
+        Ok(Self {
+            cls_token: t("cls_token"),
+            pos_embed: t("pos_embed"),
+            patch: Linear {
+                w: patch_w,
+                b: Some(t("patch_embed.proj.bias")),
+            },
+            blocks,
+            norm: LayerNorm {
+                w: t("norm.weight"),
+                b: t("norm.bias"),
+                eps,
+            },
+            head: Linear {
+                w: t("head.weight"),
+                b: Some(t("head.bias")),
+            },
+            cfg,
+            params,
+        })
+    }
+
+    /// A randomly initialised model (timm's scheme: truncated normal std 0.02 for linear
+    /// weights and the position embedding, zero biases, unit LayerNorm gains), reproducible
+    /// from `seed` on every device.
+    pub fn random(cfg: &VitConfig, seed: u64, device: &Device) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        cfg.validate()?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = BTreeMap::new();
+        for (name, shape) in expected_shapes(cfg) {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else if name.contains("norm") {
+                vec![1.0; n]
+            } else {
+                let std = if name == "cls_token" { 1e-6 } else { 0.02 };
+                (0..n)
+                    .map(|_| loop {
+                        // Box-Muller, truncated at two standard deviations like timm.
+                        let u1: f32 = rng.random::<f32>().max(1e-12);
+                        let u2: f32 = rng.random();
+                        let z = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
+                        if z.abs() <= 2.0 {
+                            break z * std;
+                        }
+                    })
+                    .collect()
+            };
+            tensors.insert(name, Tensor::from_vec(data, shape, device)?);
+        }
+        Self::from_tensors(cfg, tensors, device, "random init")
+    }
+
+    pub fn config(&self) -> &VitConfig {
+        &self.cfg
+    }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    pub fn device(&self) -> &Device {
+        self.cls_token.device()
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<(usize, usize)> {
+        let (b, c, h, w) = x.dims4().map_err(|_| ModelError::InputShape {
+            expected: format!(
+                "(B, {}, {}, {})",
+                self.cfg.in_chans, self.cfg.img_size, self.cfg.img_size
+            ),
+            found: x.dims().to_vec(),
+        })?;
+        if c != self.cfg.in_chans || h != self.cfg.img_size || w != self.cfg.img_size {
+            return Err(ModelError::InputShape {
+                expected: format!(
+                    "(B, {}, {}, {})",
+                    self.cfg.in_chans, self.cfg.img_size, self.cfg.img_size
+                ),
+                found: x.dims().to_vec(),
+            });
+        }
+        Ok((b, c))
+    }
+
+    /// Patch embedding as patchify + GEMM: the same maths as timm's stride-p convolution
+    /// without computing a gradient for the image.
+    fn embed(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (b, c) = self.check_input(x)?;
+        let p = self.cfg.patch_size;
+        let g = self.cfg.grid();
+        let patches = x
+            .reshape((b, c, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, g * g, c * p * p))?;
+        let tokens = self.patch.forward(&patches, mode)?;
+        let (cls, pos) = match mode {
+            Mode::Train => (self.cls_token.clone(), self.pos_embed.clone()),
+            Mode::Infer => (self.cls_token.detach(), self.pos_embed.detach()),
+        };
+        let cls = cls.broadcast_as((b, 1, self.cfg.embed_dim))?;
+        Ok(Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&pos)?)
+    }
+
+    /// One block; `probe` (if any) is added to the attention map, whose value is returned.
+    fn block(
+        &self,
+        blk: &Block,
+        x: &Tensor,
+        mode: Mode,
+        probe: Option<&Var>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, n, d) = x.dims3()?;
+        let h = self.cfg.num_heads;
+        let hd = d / h;
+        let scale = (hd as f64).powf(-0.5);
+        let y = blk.norm1.forward(x, mode)?;
+        let qkv = blk
+            .qkv
+            .forward(&y, mode)?
+            .reshape((b, n, 3, h, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)? * scale)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let scores = q.matmul(&k.t()?)?;
+        let mut attn = match mode {
+            Mode::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
+        };
+        if let Some(z) = probe {
+            attn = attn.add(z.as_tensor())?;
+        }
+        let o = attn
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, n, d))?;
+        let x = (x + blk.proj.forward(&o, mode)?)?;
+        let y = blk.norm2.forward(&x, mode)?;
+        let y = blk.fc1.forward(&y, mode)?.gelu_erf()?;
+        let x = (&x + blk.fc2.forward(&y, mode)?)?;
+        Ok((x, attn))
+    }
+
+    /// Token features after the final LayerNorm, (B, N, D) (timm's `forward_features`).
+    pub fn forward_features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let mut h = self.embed(x, mode)?;
+        for blk in &self.blocks {
+            h = self.block(blk, &h, mode, None)?.0;
+        }
+        self.norm.forward(&h, mode)
+    }
+
+    /// Class logits from token features: the head on the class token (timm's `forward_head`).
+    pub fn forward_head(&self, features: &Tensor, mode: Mode) -> Result<Tensor> {
+        let cls = features.narrow(1, 0, 1)?.squeeze(1)?;
+        self.head.forward(&cls, mode)
+    }
+
+    /// Inference: logits only, fused kernels, no graph recorded.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let f = self.forward_features(x, Mode::Infer)?;
+        self.forward_head(&f, Mode::Infer)
+    }
+
+    /// Training forward: logits and every block's attention map, differentiable end to end.
+    pub fn forward_train(&self, x: &Tensor) -> Result<TrainForward> {
+        let b = x.dim(0)?;
+        let n = self.cfg.num_tokens();
+        let mut h = self.embed(x, Mode::Train)?;
+        let mut attn = Vec::with_capacity(self.blocks.len());
+        let mut probes = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let z = Var::zeros((b, self.cfg.num_heads, n, n), DType::F32, x.device())?;
+            let (next, a) = self.block(blk, &h, Mode::Train, Some(&z))?;
+            h = next;
+            attn.push(a);
+            probes.push(z);
+        }
+        let f = self.norm.forward(&h, Mode::Train)?;
+        let logits = self.forward_head(&f, Mode::Train)?;
+        Ok(TrainForward {
+            logits,
+            attn,
+            probes,
+        })
+    }
+}

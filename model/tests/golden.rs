@@ -1,0 +1,63 @@
+//! The model against the PyTorch reference fixtures (logits and every attention map).
+//! Tolerance: |a - b| <= 1e-5 + 1e-4 * max|ref| per tensor; the fixtures' own float32 vs
+//! float64 deviation is below 2e-6 relative, so 1e-4 leaves room for a different summation order.
+
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+
+fn load(dir: &std::path::Path, file: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join(file), &Device::Cpu).unwrap()
+}
+
+fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f32, rtol: f32) {
+    assert_eq!(got.dims(), want.dims(), "{name}: shape");
+    let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let w: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = g
+        .iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= atol + rtol * scale,
+        "{name}: max abs diff {diff:e} (max |ref| {scale:e})"
+    );
+}
+
+#[test]
+fn logits_and_attention_match_reference() {
+    let dir = model::fixture_dir();
+    let m = model::load_fixture_model(&dir, &Device::Cpu).unwrap();
+    let inputs = load(&dir, "inputs.safetensors");
+    let outputs = load(&dir, "outputs.safetensors");
+    let x = &inputs["images"];
+    let fwd = m.vit.forward_train(x).unwrap();
+    assert_close(
+        "logits (train path)",
+        &fwd.logits,
+        &outputs["logits"],
+        1e-5,
+        1e-4,
+    );
+    assert_eq!(fwd.attn.len(), m.vit.config().depth);
+    for (l, a) in fwd.attn.iter().enumerate() {
+        assert_close(
+            &format!("attn.{l}"),
+            a,
+            &outputs[&format!("attn.{l}")],
+            1e-5,
+            1e-4,
+        );
+    }
+    let logits = m.vit.forward(x).unwrap();
+    assert_close(
+        "logits (inference path)",
+        &logits,
+        &outputs["logits"],
+        1e-5,
+        1e-4,
+    );
+    let pred: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+    let want: Vec<i64> = outputs["pred"].to_vec1().unwrap();
+    assert_eq!(pred.iter().map(|&p| p as i64).collect::<Vec<_>>(), want);
+}

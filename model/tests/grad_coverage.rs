@@ -1,0 +1,64 @@
+//! Guard rail: after one backward of a cross-entropy loss every parameter has a non-zero
+//! gradient. An op that silently records no backward (as candle's fused softmax and layer norm
+//! do) would leave everything upstream of it without gradient and fail this test.
+
+use candle_core::{DType, Device, Tensor, D};
+use model::{Vit, VitConfig};
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let dev = Device::Cpu;
+    let mut cfg = VitConfig::vit(32, 2, 4, 32, 8);
+    cfg.num_classes = 5;
+    let vit = Vit::random(&cfg, 7, &dev).unwrap();
+    let x = Tensor::randn(0f32, 1f32, (3, 3, 32, 32), &dev).unwrap();
+    let fwd = vit.forward_train(&x).unwrap();
+    let target = Tensor::new(&[1u32, 3, 0], &dev).unwrap();
+    let logp = candle_nn::ops::log_softmax(&fwd.logits, D::Minus1).unwrap();
+    let loss = candle_nn::loss::nll(&logp, &target).unwrap();
+    let grads = loss.backward().unwrap();
+    assert_eq!(vit.params().len(), model::expected_shapes(&cfg).len());
+    for (name, var) in vit.params().iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} got no gradient"));
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let norm: f32 = norm.to_scalar().unwrap();
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{name}: gradient norm {norm}"
+        );
+    }
+    // The probes give dL/dA for every block.
+    for (l, z) in fwd.probes.iter().enumerate() {
+        assert!(
+            grads.get(z.as_tensor()).is_some(),
+            "probe {l} has no gradient"
+        );
+    }
+}
+
+#[test]
+fn train_and_inference_paths_agree() {
+    let dev = Device::Cpu;
+    let cfg = VitConfig::vit(48, 2, 3, 48, 16);
+    let vit = Vit::random(&cfg, 3, &dev).unwrap();
+    let x = Tensor::randn(0f32, 1f32, (2, 3, 48, 48), &dev).unwrap();
+    let a = vit.forward(&x).unwrap();
+    let b = vit.forward_train(&x).unwrap().logits;
+    let d: f32 = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(d < 1e-5, "paths differ by {d}");
+}
