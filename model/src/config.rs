@@ -69,13 +69,13 @@ impl VitConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(ModelError::Config(msg));
-        if self.patch_size == 0 || self.img_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) {
             return bad(format!(
                 "image size {} is not a multiple of patch size {}",
                 self.img_size, self.patch_size
             ));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embed dim {} is not divisible by {} heads",
                 self.embed_dim, self.num_heads
