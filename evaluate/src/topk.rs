@@ -1,0 +1,511 @@
+//! Top-1 / top-5 accuracy of classification logits.
+//!
+//! Two protocol switches are supported because the paper's scripts and the
+//! official benchmark protocols differ:
+//!
+//! * several acceptable targets per image (ObjectNet's official protocol counts a
+//!   prediction of *any* ImageNet class mapped to the ObjectNet class as correct;
+//!   the paper's script only accepts the first one — pass a one-element set for that);
+//! * an optional [`ClassMask`] restricting the ranking to a subset of classes
+//!   (the 200-class logit masks of ImageNet-A / ImageNet-R; the paper uses none).
+//!
+//! Ranking rule: higher logit first, ties broken by the lower class index, so the
+//! top-1 class is the first maximum (`torch.argmax` on CPU). NaN ranks above every
+//! number, as `torch.max` propagates NaN.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use thiserror::Error;
+
+/// Why logits could not be scored or a class mask could not be built.
+#[derive(Debug, Error)]
+pub enum TopKError {
+    #[error("logits row {row} has {got} classes but {expected} were expected; all rows must come from the same classifier head")]
+    ClassCount {
+        row: usize,
+        got: usize,
+        expected: usize,
+    },
+    #[error("image {row} has no acceptable target class; drop unmapped images before scoring")]
+    NoTarget { row: usize },
+    #[error("target class {target} of image {row} is out of range for {classes} classes")]
+    TargetOutOfRange {
+        row: usize,
+        target: usize,
+        classes: usize,
+    },
+    #[error("{rows} logits rows but {targets} target sets; pass one target set per image")]
+    BatchMismatch { rows: usize, targets: usize },
+    #[error("logits tensor must have shape (batch, classes), got {shape:?}")]
+    TensorShape { shape: Vec<usize> },
+    #[error("reading the logits tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("class mask index {index} is out of range for {classes} classes{}", origin_suffix(.origin))]
+    MaskIndex {
+        index: usize,
+        classes: usize,
+        origin: Option<PathBuf>,
+    },
+    #[error("class mask selects no class{}; a mask needs at least one class", origin_suffix(.origin))]
+    EmptyMask { origin: Option<PathBuf> },
+    #[error("cannot read class list {}: {source}", .path.display())]
+    MaskIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}:{line}: expected `<index_in_subset>\\t<imagenet1k_index>\\t<wnid>`, got {text:?}; \
+         use the class lists of the reference data folder",
+        .path.display()
+    )]
+    MaskParse {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+}
+
+fn origin_suffix(origin: &Option<PathBuf>) -> String {
+    match origin {
+        Some(p) => format!(" (from {})", p.display()),
+        None => String::new(),
+    }
+}
+
+/// A subset of the classifier's classes that predictions are restricted to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassMask {
+    allowed: Vec<bool>,
+}
+
+impl ClassMask {
+    /// Mask allowing exactly `indices` out of `num_classes`.
+    pub fn from_indices(num_classes: usize, indices: &[usize]) -> Result<Self, TopKError> {
+        Self::build(num_classes, indices, None)
+    }
+
+    /// Reads a class list in the format of the reference data files
+    /// (`imagenet_a_classes.txt`, `imagenet_r_classes.txt`): `#` comments, then one
+    /// `<index_in_subset>\t<imagenet1k_index>\t<wnid>` line per class.
+    pub fn from_class_list(path: &Path, num_classes: usize) -> Result<Self, TopKError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TopKError::MaskIo {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut indices = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let idx = trimmed
+                .split('\t')
+                .nth(1)
+                .and_then(|f| f.trim().parse::<usize>().ok())
+                .ok_or_else(|| TopKError::MaskParse {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    text: line.to_owned(),
+                })?;
+            indices.push(idx);
+        }
+        Self::build(num_classes, &indices, Some(path.to_owned()))
+    }
+
+    fn build(
+        num_classes: usize,
+        indices: &[usize],
+        origin: Option<PathBuf>,
+    ) -> Result<Self, TopKError> {
+        let mut allowed = vec![false; num_classes];
+        for &index in indices {
+            if index >= num_classes {
+                return Err(TopKError::MaskIndex {
+                    index,
+                    classes: num_classes,
+                    origin,
+                });
+            }
+            allowed[index] = true;
+        }
+        if indices.is_empty() {
+            return Err(TopKError::EmptyMask { origin });
+        }
+        Ok(Self { allowed })
+    }
+
+    /// Number of classes of the classifier the mask applies to.
+    pub fn num_classes(&self) -> usize {
+        self.allowed.len()
+    }
+
+    /// Number of allowed classes.
+    pub fn len(&self) -> usize {
+        self.allowed.iter().filter(|&&a| a).count()
+    }
+
+    /// Never true: construction rejects empty masks.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `class` may be predicted.
+    pub fn allows(&self, class: usize) -> bool {
+        self.allowed.get(class).copied().unwrap_or(false)
+    }
+}
+
+/// `a` ranks before `b`: larger logit first, NaN first of all, then lower index.
+fn ranks_before(logits: &[f32], a: usize, b: usize) -> bool {
+    let (x, y) = (logits[a], logits[b]);
+    let ord = match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+    };
+    match ord {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => a < b,
+    }
+}
+
+/// The `k` best-ranked classes (allowed by `mask`, if any), best first.
+pub fn top_k(logits: &[f32], k: usize, mask: Option<&ClassMask>) -> Vec<usize> {
+    let mut best: Vec<usize> = Vec::with_capacity(k + 1);
+    for c in 0..logits.len() {
+        if mask.is_some_and(|m| !m.allows(c)) {
+            continue;
+        }
+        let pos = best
+            .iter()
+            .position(|&b| ranks_before(logits, c, b))
+            .unwrap_or(best.len());
+        if pos < k {
+            best.insert(pos, c);
+            best.truncate(k);
+        }
+    }
+    best
+}
+
+/// Outcome for one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub top1: bool,
+    pub top5: bool,
+}
+
+/// Accuracies in percent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accuracy {
+    pub images: u64,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// Accumulates top-1 / top-5 hits over a dataset.
+#[derive(Debug, Clone, Default)]
+pub struct TopKAccuracy {
+    num_classes: Option<usize>,
+    images: u64,
+    top1: u64,
+    top5: u64,
+}
+
+impl TopKAccuracy {
+    /// An empty accumulator; the class count is fixed by the first row.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scores one image. `targets` are the acceptable classes (one for the usual
+    /// single-label case); a hit when any of them is ranked first / in the first five.
+    pub fn add(
+        &mut self,
+        logits: &[f32],
+        targets: &[usize],
+        mask: Option<&ClassMask>,
+    ) -> Result<Hit, TopKError> {
+        let row = self.images as usize;
+        let classes = *self.num_classes.get_or_insert(logits.len());
+        if logits.len() != classes {
+            return Err(TopKError::ClassCount {
+                row,
+                got: logits.len(),
+                expected: classes,
+            });
+        }
+        if let Some(m) = mask {
+            if m.num_classes() != classes {
+                return Err(TopKError::ClassCount {
+                    row,
+                    got: classes,
+                    expected: m.num_classes(),
+                });
+            }
+        }
+        if targets.is_empty() {
+            return Err(TopKError::NoTarget { row });
+        }
+        if let Some(&target) = targets.iter().find(|&&t| t >= classes) {
+            return Err(TopKError::TargetOutOfRange {
+                row,
+                target,
+                classes,
+            });
+        }
+        let ranked = top_k(logits, 5, mask);
+        let hit = Hit {
+            top1: ranked.first().is_some_and(|c| targets.contains(c)),
+            top5: ranked.iter().any(|c| targets.contains(c)),
+        };
+        self.images += 1;
+        self.top1 += u64::from(hit.top1);
+        self.top5 += u64::from(hit.top5);
+        Ok(hit)
+    }
+
+    /// Scores a `(batch, classes)` logits tensor (any float dtype, any device).
+    pub fn add_tensor<T: AsRef<[usize]>>(
+        &mut self,
+        logits: &Tensor,
+        targets: &[T],
+        mask: Option<&ClassMask>,
+    ) -> Result<Vec<Hit>, TopKError> {
+        let dims = logits.dims();
+        if dims.len() != 2 {
+            return Err(TopKError::TensorShape {
+                shape: dims.to_vec(),
+            });
+        }
+        if dims[0] != targets.len() {
+            return Err(TopKError::BatchMismatch {
+                rows: dims[0],
+                targets: targets.len(),
+            });
+        }
+        let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        rows.iter()
+            .zip(targets)
+            .map(|(r, t)| self.add(r, t.as_ref(), mask))
+            .collect()
+    }
+
+    /// Adds the counts of another accumulator (e.g. one per worker).
+    pub fn merge(&mut self, other: &TopKAccuracy) -> Result<(), TopKError> {
+        if let (Some(a), Some(b)) = (self.num_classes, other.num_classes) {
+            if a != b {
+                return Err(TopKError::ClassCount {
+                    row: self.images as usize,
+                    got: b,
+                    expected: a,
+                });
+            }
+        }
+        self.num_classes = self.num_classes.or(other.num_classes);
+        self.images += other.images;
+        self.top1 += other.top1;
+        self.top5 += other.top5;
+        Ok(())
+    }
+
+    /// Accuracies in percent; NaN when no image was added.
+    pub fn finish(&self) -> Accuracy {
+        let pct = |hits: u64| {
+            if self.images == 0 {
+                f64::NAN
+            } else {
+                100.0 * hits as f64 / self.images as f64
+            }
+        };
+        Accuracy {
+            images: self.images,
+            top1: pct(self.top1),
+            top5: pct(self.top5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    // Ten classes; ranking by value: 7 (9.0), 2 (5.0), 4 (5.0), 0 (3.0), 9 (2.5), 1 (2.0), ...
+    const LOGITS: [f32; 10] = [3.0, 2.0, 5.0, -1.0, 5.0, 0.0, 1.0, 9.0, -2.0, 2.5];
+
+    #[test]
+    fn ranking_breaks_ties_by_lower_index() {
+        assert_eq!(top_k(&LOGITS, 5, None), vec![7, 2, 4, 0, 9]);
+        assert_eq!(top_k(&[1.0, 1.0, 1.0], 1, None), vec![0]);
+        assert_eq!(top_k(&[0.0, 4.0, 4.0], 2, None), vec![1, 2]);
+    }
+
+    #[test]
+    fn nan_ranks_first() {
+        assert_eq!(top_k(&[1.0, f32::NAN, 3.0], 2, None), vec![1, 2]);
+    }
+
+    #[test]
+    fn single_target() {
+        let mut acc = TopKAccuracy::new();
+        assert_eq!(
+            acc.add(&LOGITS, &[7], None).unwrap(),
+            Hit {
+                top1: true,
+                top5: true
+            }
+        );
+        // Class 4 ties with class 2 and loses the top-1 tie.
+        assert_eq!(
+            acc.add(&LOGITS, &[4], None).unwrap(),
+            Hit {
+                top1: false,
+                top5: true
+            }
+        );
+        // Class 1 is sixth.
+        assert_eq!(
+            acc.add(&LOGITS, &[1], None).unwrap(),
+            Hit {
+                top1: false,
+                top5: false
+            }
+        );
+        let r = acc.finish();
+        assert_eq!(r.images, 3);
+        assert!((r.top1 - 100.0 / 3.0).abs() < 1e-12);
+        assert!((r.top5 - 200.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn any_of_several_targets() {
+        let mut acc = TopKAccuracy::new();
+        // {1, 7}: 7 is first -> top-1 hit although 1 is not in the top 5.
+        assert!(acc.add(&LOGITS, &[1, 7], None).unwrap().top1);
+        // {8, 9}: 9 is fifth.
+        assert_eq!(
+            acc.add(&LOGITS, &[8, 9], None).unwrap(),
+            Hit {
+                top1: false,
+                top5: true
+            }
+        );
+        // First-target-only protocol: {8} alone misses.
+        assert!(!acc.add(&LOGITS, &[8], None).unwrap().top5);
+        assert_eq!(acc.finish().top5, 200.0 / 3.0);
+    }
+
+    #[test]
+    fn class_mask_restricts_the_ranking() {
+        // Allowed {1, 3, 4, 5, 6, 8}: ranking 4 (5.0), 1 (2.0), 6 (1.0), 5 (0.0), 3 (-1.0), 8.
+        let mask = ClassMask::from_indices(10, &[1, 3, 4, 5, 6, 8]).unwrap();
+        assert_eq!(mask.len(), 6);
+        assert_eq!(top_k(&LOGITS, 5, Some(&mask)), vec![4, 1, 6, 5, 3]);
+        let mut acc = TopKAccuracy::new();
+        // Unmasked, 4 loses to 7 and 2; masked it is the top-1.
+        assert!(acc.add(&LOGITS, &[4], Some(&mask)).unwrap().top1);
+        // 1 is sixth unmasked, second masked.
+        assert_eq!(
+            acc.add(&LOGITS, &[1], Some(&mask)).unwrap(),
+            Hit {
+                top1: false,
+                top5: true
+            }
+        );
+        // 8 is sixth of the allowed classes.
+        assert!(!acc.add(&LOGITS, &[8], Some(&mask)).unwrap().top5);
+        // A target outside the mask can never be predicted.
+        assert!(!acc.add(&LOGITS, &[7], Some(&mask)).unwrap().top5);
+        let r = acc.finish();
+        assert_eq!((r.top1, r.top5), (25.0, 50.0));
+    }
+
+    #[test]
+    fn mask_with_fewer_than_five_classes() {
+        let mask = ClassMask::from_indices(10, &[3, 8]).unwrap();
+        assert_eq!(top_k(&LOGITS, 5, Some(&mask)), vec![3, 8]);
+    }
+
+    #[test]
+    fn tensor_batch() {
+        let data: Vec<f32> = [LOGITS, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]].concat();
+        let t = Tensor::from_vec(data, (2, 10), &Device::Cpu).unwrap();
+        let mut acc = TopKAccuracy::new();
+        // Row 1: class 9 first, then 0,1,2,3 (ties by index) -> target 4 is sixth.
+        let hits = acc.add_tensor(&t, &[vec![2], vec![4]], None).unwrap();
+        assert_eq!(
+            hits,
+            vec![
+                Hit {
+                    top1: false,
+                    top5: true
+                },
+                Hit {
+                    top1: false,
+                    top5: false
+                }
+            ]
+        );
+        let t16 = t.to_dtype(DType::BF16).unwrap();
+        let hits = acc.add_tensor(&t16, &[[7usize], [9]], None).unwrap();
+        assert!(hits.iter().all(|h| h.top1));
+        assert_eq!(acc.finish().top1, 50.0);
+        assert!(matches!(
+            acc.add_tensor(&t, &[vec![1]], None),
+            Err(TopKError::BatchMismatch {
+                rows: 2,
+                targets: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn rejects_inconsistent_input() {
+        let mut acc = TopKAccuracy::new();
+        acc.add(&LOGITS, &[0], None).unwrap();
+        assert!(matches!(
+            acc.add(&[1.0, 2.0], &[0], None),
+            Err(TopKError::ClassCount {
+                got: 2,
+                expected: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            acc.add(&LOGITS, &[], None),
+            Err(TopKError::NoTarget { .. })
+        ));
+        assert!(matches!(
+            acc.add(&LOGITS, &[10], None),
+            Err(TopKError::TargetOutOfRange { target: 10, .. })
+        ));
+        assert_eq!(acc.finish().images, 1);
+        assert!(TopKAccuracy::new().finish().top1.is_nan());
+    }
+
+    #[test]
+    fn class_list_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subset.txt");
+        std::fs::write(&path, "# comment\n0\t6\tn01498041\n1\t11\tn01531178\n\n").unwrap();
+        let mask = ClassMask::from_class_list(&path, 1000).unwrap();
+        assert_eq!(mask.len(), 2);
+        assert!(mask.allows(6) && mask.allows(11) && !mask.allows(0));
+
+        std::fs::write(&path, "0\tsix\tn01498041\n").unwrap();
+        let err = ClassMask::from_class_list(&path, 1000).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("subset.txt:1"), "{msg}");
+
+        std::fs::write(&path, "0\t1000\tn01498041\n").unwrap();
+        let msg = ClassMask::from_class_list(&path, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("1000") && msg.contains("subset.txt"), "{msg}");
+    }
+}
