@@ -7,7 +7,7 @@
 //!   detach their output, which would train nothing upstream of them.
 //! * [`Mode::Infer`]: fused kernels, weights detached so no graph is recorded.
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use std::collections::BTreeMap;
 
 use crate::config::VitConfig;
@@ -128,10 +128,11 @@ impl Linear {
         let dims = x.dims().to_vec();
         let k = *dims.last().expect("linear input has a last dimension");
         let rows = x.elem_count() / k;
-        let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
-        let y = match b {
-            Some(b) => y.broadcast_add(&b)?,
-            None => y,
+        let x2 = x.reshape((rows, k))?;
+        let y = match (mode, b) {
+            (Mode::Train, Some(b)) => crate::ops::linear(&x2, &w, &b)?,
+            (_, Some(b)) => x2.matmul(&w.t()?)?.broadcast_add(&b)?,
+            (_, None) => x2.matmul(&w.t()?)?,
         };
         let mut out = dims;
         *out.last_mut().unwrap() = w.dim(0)?;
@@ -149,7 +150,7 @@ struct LayerNorm {
 impl LayerNorm {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         Ok(match mode {
-            Mode::Train => candle_nn::ops::layer_norm_slow(x, &self.w, &self.b, self.eps)?,
+            Mode::Train => crate::ops::layer_norm(x, &self.w, &self.b, self.eps)?,
             Mode::Infer => candle_nn::ops::layer_norm(
                 &x.contiguous()?,
                 &self.w.detach(),
@@ -390,7 +391,7 @@ impl Vit {
         let v = qkv.get(2)?.contiguous()?;
         let scores = q.matmul(&k.t()?)?;
         let mut attn = match mode {
-            Mode::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            Mode::Train => crate::ops::softmax(&scores)?,
             Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
         };
         if let Some(z) = probe {
@@ -403,7 +404,11 @@ impl Vit {
             .reshape((b, n, d))?;
         let x = (x + blk.proj.forward(&o, mode)?)?;
         let y = blk.norm2.forward(&x, mode)?;
-        let y = blk.fc1.forward(&y, mode)?.gelu_erf()?;
+        let y = blk.fc1.forward(&y, mode)?;
+        let y = match mode {
+            Mode::Train => crate::ops::gelu_erf(&y)?,
+            Mode::Infer => y.gelu_erf()?,
+        };
         let x = (&x + blk.fc2.forward(&y, mode)?)?;
         Ok((x, attn))
     }
