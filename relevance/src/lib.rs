@@ -1,1 +1,73 @@
+//! Relevance maps of Vision Transformers and the RobustViT objective that optimises them
+//! (Chefer, Schwartz & Wolf, NeurIPS 2022), on top of the trainable [`model::Vit`].
+//!
+//! * [`relevance_map`] / [`relevance_parts`]: the class-specific relevance map of a batch
+//!   (gradient-weighted attention, rolled out through all blocks, upsampled, min-max normalised).
+//! * [`train_step`] / [`eval_loss`]: the background / foreground / classification loss with one
+//!   forward pass, and the gradient of every parameter.
+//! * [`AdamW`]: PyTorch's AdamW with a state that can be saved and resumed exactly.
+//! * [`explainers`]: baselines (raw attention, attention rollout, GradCAM) with the same output.
+//! * [`render`]: heatmap overlays and the four-panel picture as PNG.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), relevance::RelevanceError> {
+//! let dev = candle_core::Device::Cpu;
+//! let m = model::load_fixture_model(&model::fixture_dir(), &dev)?;
+//! let x = candle_core::Tensor::zeros((1, 3, 32, 32), candle_core::DType::F32, &dev)?;
+//! let r = relevance::relevance_map(&m.vit, &x, None)?; // the predicted class
+//! assert_eq!(r.map.dims(), &[1, 1, 32, 32]);
+//! # Ok(()) }
+//! ```
 
+pub mod adamw;
+pub mod explainers;
+pub mod loss;
+pub mod map;
+pub mod render;
+pub mod upsample;
+
+pub use adamw::{step_decay_lr, AdamW, AdamWConfig};
+pub use explainers::{explain, Explainer};
+pub use loss::{
+    eval_loss, loss_given_grads, loss_terms, reverse_mask, train_step, EvalOutput, LossConfig,
+    LossTensors, Losses, MaskMode, StepOutput,
+};
+pub use map::{
+    attention_grads, cam, min_max_normalise, min_max_normalise_at, relevance_map, relevance_parts,
+    rollout_cls, rollout_full, Normalised, Relevance, RelevanceParts,
+};
+pub use upsample::{interpolation_matrix, Upsampler};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum RelevanceError {
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(
+        "masks have shape {mask:?} but the images have shape {image:?}: masks must be \
+         (B, 1, H, W) with the batch size and spatial size of the images"
+    )]
+    MaskShape { mask: Vec<usize>, image: Vec<usize> },
+    #[error("{given} target class(es) given for a batch of {batch} image(s)")]
+    TargetCount { given: usize, batch: usize },
+    #[error("target class {class} of image {index} is out of range: the model has {num_classes} classes")]
+    TargetRange {
+        index: usize,
+        class: u32,
+        num_classes: usize,
+    },
+    #[error("no gradient reached `{0}`: a backward pass was cut (an op without backward?)")]
+    MissingGradient(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("optimizer state {path}: {msg}")]
+    OptimizerState { path: PathBuf, msg: String },
+    #[error("picture {path}: {msg}")]
+    Picture { path: PathBuf, msg: String },
+}
+
+pub type Result<T, E = RelevanceError> = std::result::Result<T, E>;

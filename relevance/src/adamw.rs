@@ -1,0 +1,281 @@
+//! PyTorch's `torch.optim.AdamW` (decoupled weight decay, bias correction), with moments in
+//! f32 and a state that can be saved and restored; candle's own AdamW keeps its moments
+//! private, so a run could not resume where it stopped.
+//!
+//! Per parameter `p` with gradient `g`, at step `t` (from 1):
+//! ```text
+//! p ← p · (1 − lr·wd)
+//! m ← β₁ m + (1 − β₁) g
+//! v ← β₂ v + (1 − β₂) g²
+//! p ← p − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+//! ```
+//! Weight decay applies to every parameter, as in the reference (`AdamW(model.parameters())`).
+
+use candle_core::{DType, Device, Tensor};
+use model::Params;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::{RelevanceError, Result};
+
+/// Hyper-parameters. `Default`: PyTorch's defaults except the reference's weight decay 1e-4.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+/// The reference's schedule: the learning rate of epoch `epoch` (from 0) is
+/// `base · 0.85^⌊epoch / 2⌋`, set at the start of the epoch.
+pub fn step_decay_lr(base: f64, epoch: usize) -> f64 {
+    base * 0.85f64.powi((epoch / 2) as i32)
+}
+
+/// The optimizer and its state: step count and first/second moments per parameter name.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    cfg: AdamWConfig,
+    t: u64,
+    exp_avg: BTreeMap<String, Tensor>,
+    exp_avg_sq: BTreeMap<String, Tensor>,
+}
+
+const EXP_AVG: &str = "exp_avg.";
+const EXP_AVG_SQ: &str = "exp_avg_sq.";
+
+impl AdamW {
+    pub fn new(cfg: AdamWConfig) -> Self {
+        Self {
+            cfg,
+            t: 0,
+            exp_avg: BTreeMap::new(),
+            exp_avg_sq: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+    pub fn lr(&self) -> f64 {
+        self.cfg.lr
+    }
+    /// Changes the learning rate; moments and the step count are kept (as PyTorch does when
+    /// a schedule edits `param_group["lr"]`).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+    /// Number of steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// One update of every parameter from `grads` (by parameter name; every parameter needs
+    /// one). The step count is shared by all parameters.
+    pub fn step(&mut self, params: &Params, grads: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, var) in params.iter() {
+            let g = grads
+                .get(name)
+                .ok_or_else(|| RelevanceError::MissingGradient(name.clone()))?;
+            if g.dims() != var.dims() {
+                return Err(RelevanceError::Invalid(format!(
+                    "gradient of `{name}` has shape {:?}, the parameter {:?}",
+                    g.dims(),
+                    var.dims()
+                )));
+            }
+        }
+        let AdamWConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.cfg;
+        let t = self.t + 1;
+        let bc1 = 1.0 - beta1.powi(t as i32);
+        let bc2_sqrt = (1.0 - beta2.powi(t as i32)).sqrt();
+        let step_size = lr / bc1;
+        for (name, var) in params.iter() {
+            let g = grads[name].to_dtype(DType::F32)?.detach();
+            let p = var.as_tensor().detach();
+            let m = match self.exp_avg.get(name) {
+                Some(m) => (m.affine(beta1, 0.0)? + g.affine(1.0 - beta1, 0.0)?)?,
+                None => g.affine(1.0 - beta1, 0.0)?,
+            };
+            let g2 = g.sqr()?.affine(1.0 - beta2, 0.0)?;
+            let v = match self.exp_avg_sq.get(name) {
+                Some(v) => (v.affine(beta2, 0.0)? + g2)?,
+                None => g2,
+            };
+            let denom = (v.sqrt()? / bc2_sqrt)?.affine(1.0, eps)?;
+            let decayed = p.affine(1.0 - lr * weight_decay, 0.0)?;
+            let new = (decayed - (m.div(&denom)?.affine(step_size, 0.0))?)?;
+            var.set(&new)?;
+            self.exp_avg.insert(name.clone(), m);
+            self.exp_avg_sq.insert(name.clone(), v);
+        }
+        self.t = t;
+        Ok(())
+    }
+
+    /// The moments as `exp_avg.<name>` / `exp_avg_sq.<name>` (PyTorch's state names).
+    pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
+        let a = self
+            .exp_avg
+            .iter()
+            .map(|(k, v)| (format!("{EXP_AVG}{k}"), v.clone()));
+        let b = self
+            .exp_avg_sq
+            .iter()
+            .map(|(k, v)| (format!("{EXP_AVG_SQ}{k}"), v.clone()));
+        a.chain(b).collect()
+    }
+
+    /// Replaces the state with moments named as by [`AdamW::state_tensors`] and step count `t`.
+    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, t: u64) -> Result<()> {
+        let mut exp_avg = BTreeMap::new();
+        let mut exp_avg_sq = BTreeMap::new();
+        for (k, v) in tensors {
+            let v = v.to_dtype(DType::F32)?;
+            if let Some(n) = k.strip_prefix(EXP_AVG_SQ) {
+                exp_avg_sq.insert(n.to_string(), v);
+            } else if let Some(n) = k.strip_prefix(EXP_AVG) {
+                exp_avg.insert(n.to_string(), v);
+            } else {
+                return Err(RelevanceError::Invalid(format!(
+                    "optimizer state tensor `{k}` is neither exp_avg.* nor exp_avg_sq.*"
+                )));
+            }
+        }
+        if exp_avg.keys().ne(exp_avg_sq.keys()) {
+            return Err(RelevanceError::Invalid(
+                "optimizer state has first and second moments for different parameters".into(),
+            ));
+        }
+        if (t == 0) != exp_avg.is_empty() {
+            return Err(RelevanceError::Invalid(format!(
+                "optimizer state at step {t} with {} moment tensors",
+                exp_avg.len()
+            )));
+        }
+        self.exp_avg = exp_avg;
+        self.exp_avg_sq = exp_avg_sq;
+        self.t = t;
+        Ok(())
+    }
+
+    /// Writes the moments as safetensors, with the step count and hyper-parameters in the
+    /// file's metadata; written to a temporary file and renamed, so a crash never leaves a
+    /// truncated state behind.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let err = |msg: String| RelevanceError::OptimizerState {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let tensors: Vec<(String, Tensor)> = self
+            .state_tensors()
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(&Device::Cpu)?.contiguous()?)))
+            .collect::<Result<_>>()?;
+        // Rust prints f64 in the shortest form that parses back to the same bits.
+        let c = &self.cfg;
+        let meta: HashMap<String, String> = [
+            ("format", "robustvit-adamw".to_string()),
+            ("step", self.t.to_string()),
+            ("lr", c.lr.to_string()),
+            ("beta1", c.beta1.to_string()),
+            ("beta2", c.beta2.to_string()),
+            ("eps", c.eps.to_string()),
+            ("weight_decay", c.weight_decay.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let bytes = safetensors::tensor::serialize(
+            tensors.iter().map(|(k, v)| (k.as_str(), v)),
+            Some(meta),
+        )
+        .map_err(|e| err(format!("cannot be serialised: {e}")))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot be written: {e}")))?;
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, bytes).map_err(|e| err(format!("cannot be written: {e}")))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot be written: {e}")))
+    }
+
+    /// Reads a state written by [`AdamW::save`]; the moments go to `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let err = |msg: String| RelevanceError::OptimizerState {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| err(format!("is not a valid safetensors file: {e}")))?;
+        let meta = header
+            .metadata()
+            .clone()
+            .ok_or_else(|| err("has no metadata (not an optimizer state)".into()))?;
+        let get = |k: &str| -> Result<&String> {
+            meta.get(k)
+                .ok_or_else(|| err(format!("metadata lacks `{k}` (not an optimizer state)")))
+        };
+        let num = |k: &str| -> Result<f64> {
+            get(k)?
+                .parse()
+                .map_err(|e| err(format!("metadata `{k}`: {e}")))
+        };
+        let t: u64 = get("step")?
+            .parse()
+            .map_err(|e| err(format!("metadata `step`: {e}")))?;
+        let cfg = AdamWConfig {
+            lr: num("lr")?,
+            beta1: num("beta1")?,
+            beta2: num("beta2")?,
+            eps: num("eps")?,
+            weight_decay: num("weight_decay")?,
+        };
+        let tensors: BTreeMap<String, Tensor> =
+            candle_core::safetensors::load_buffer(&bytes, device)
+                .map_err(|e| err(format!("could not be decoded: {e}")))?
+                .into_iter()
+                .collect();
+        let mut opt = Self::new(cfg);
+        opt.load_state(&tensors, t)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(opt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_matches_reference() {
+        assert_eq!(step_decay_lr(1e-6, 0), 1e-6);
+        assert_eq!(step_decay_lr(1e-6, 1), 1e-6);
+        assert!((step_decay_lr(1e-6, 2) - 0.85e-6).abs() < 1e-20);
+        assert!((step_decay_lr(1e-6, 5) - 1e-6 * 0.85 * 0.85).abs() < 1e-20);
+    }
+}
