@@ -5,6 +5,9 @@ use candle_core::{Device, Tensor, D};
 use model::{Vit, VitConfig};
 use std::time::Instant;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let a: Vec<usize> = std::env::args()
         .skip(1)
@@ -19,7 +22,8 @@ fn main() -> anyhow::Result<()> {
     let vit = Vit::random(&cfg, 0, &dev)?;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, img, img), &dev)?;
     let y = Tensor::new(&vec![0u32; batch][..], &dev)?;
-    for i in 0..4 {
+    let iters = a.get(8).copied().unwrap_or(4);
+    for i in 0..iters {
         let t = Instant::now();
         let _ = vit.forward(&x)?;
         let inf = t.elapsed().as_secs_f64();

@@ -453,3 +453,188 @@ mod tests {
         );
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Batched matrix product for many small matrices (attention: B x heads products of N x d).
+//
+// candle's CPU matmul loops over the batch and parallelises inside each small GEMM, which
+// for attention-sized matrices costs more in thread hand-offs than in arithmetic. Here the
+// batch is spread over threads and each product runs single-threaded.
+
+/// Batch count, batch stride, row stride, column stride and offset of a (..., r, c) layout
+/// whose batch dimensions collapse into one stride.
+fn batched(l: &Layout) -> Option<(usize, usize, isize, isize, usize)> {
+    let dims = l.dims();
+    let st = l.stride();
+    let r = dims.len();
+    if r < 2 {
+        return None;
+    }
+    let batch: usize = dims[..r - 2].iter().product();
+    let mut bstride = 0usize;
+    let mut expect: Option<usize> = None;
+    for i in (0..r - 2).rev() {
+        if dims[i] == 1 {
+            continue;
+        }
+        match expect {
+            None => {
+                bstride = st[i];
+                expect = Some(st[i] * dims[i]);
+            }
+            Some(e) if st[i] == e => expect = Some(st[i] * dims[i]),
+            Some(_) => return None,
+        }
+    }
+    Some((
+        batch,
+        bstride,
+        st[r - 2] as isize,
+        st[r - 1] as isize,
+        l.start_offset(),
+    ))
+}
+
+struct Bmm;
+
+impl candle_core::CustomOp2 for Bmm {
+    fn name(&self) -> &'static str {
+        "batched-small-matmul"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (s1.as_slice::<f32>()?, s2.as_slice::<f32>()?);
+        let (d1, d2) = (l1.dims(), l2.dims());
+        let r = d1.len();
+        let (m, k, n) = (d1[r - 2], d1[r - 1], d2[r - 1]);
+        let (Some((batch, sa, a_rs, a_cs, oa)), Some((_, sb, b_rs, b_cs, ob))) =
+            (batched(l1), batched(l2))
+        else {
+            candle_core::bail!("batched matmul: operands need collapsible batch dimensions")
+        };
+        let mut dst = vec![0f32; batch * m * n];
+        let threads = rayon::current_num_threads();
+        let run = |i: usize, d: &mut [f32], par: gemm::Parallelism| unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                d.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr().add(oa + i * sa),
+                a_cs,
+                a_rs,
+                b.as_ptr().add(ob + i * sb),
+                b_cs,
+                b_rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        if m * n > 0 {
+            if batch >= threads {
+                dst.par_chunks_mut(m * n)
+                    .enumerate()
+                    .for_each(|(i, d)| run(i, d, gemm::Parallelism::None));
+            } else {
+                for (i, d) in dst.chunks_mut(m * n).enumerate() {
+                    run(i, d, gemm::Parallelism::Rayon(threads));
+                }
+            }
+        }
+        let mut shape = d1.to_vec();
+        shape[r - 1] = n;
+        Ok((CpuStorage::F32(dst), Shape::from(shape)))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (a, b, g) = (a.detach(), b.detach(), g.detach());
+        Ok((Some(bmm(&g, &b.t()?)?), Some(bmm(&a.t()?, &g)?)))
+    }
+}
+
+/// `a @ b` over matching batch dimensions, differentiable; fast for many small matrices.
+pub fn bmm(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !(cpu_f32(a) && cpu_f32(b)) || a.rank() < 3 || a.rank() != b.rank() {
+        return a.matmul(b);
+    }
+    let (ra, rb) = (a.dims(), b.dims());
+    let r = ra.len();
+    if ra[..r - 2] != rb[..r - 2] || ra[r - 1] != rb[r - 2] {
+        return a.matmul(b); // let candle report the shape error
+    }
+    let a = if batched(a.layout()).is_some() {
+        a.clone()
+    } else {
+        a.contiguous()?
+    };
+    let b = if batched(b.layout()).is_some() {
+        b.clone()
+    } else {
+        b.contiguous()?
+    };
+    a.apply_op2(&b, Bmm)
+}
+
+#[cfg(test)]
+mod bmm_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn bmm_matches_matmul_with_gradients_and_strided_operands() {
+        let dev = Device::Cpu;
+        for (bs, m, k, n) in [
+            (1usize, 5usize, 7usize, 3usize),
+            (6, 17, 16, 17),
+            (40, 9, 4, 11),
+        ] {
+            let a =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (bs, 2, m, k), &dev).unwrap()).unwrap();
+            let bt =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (bs, 2, n, k), &dev).unwrap()).unwrap();
+            let b = bt.t().unwrap(); // a strided (transposed) operand, as k^T in attention
+            let w = Tensor::randn(0f32, 1.0, (bs, 2, m, n), &dev).unwrap();
+            let y1 = bmm(&a, &b).unwrap();
+            let y2 = a.matmul(&b.contiguous().unwrap()).unwrap();
+            let d: f32 = (&y1 - &y2)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(d < 1e-5, "forward {d}");
+            let g1 = (&y1 * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&y2 * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&a, &bt] {
+                let d: f32 = (g1.get(v).unwrap() - g2.get(v).unwrap())
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(d < 1e-4, "gradient {d}");
+            }
+        }
+    }
+}

@@ -389,7 +389,7 @@ impl Vit {
         let q = (qkv.get(0)? * scale)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let scores = q.matmul(&k.t()?)?;
+        let scores = crate::ops::bmm(&q, &k.t()?)?;
         let mut attn = match mode {
             Mode::Train => crate::ops::softmax(&scores)?,
             Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
@@ -397,8 +397,7 @@ impl Vit {
         if let Some(z) = probe {
             attn = attn.add(z.as_tensor())?;
         }
-        let o = attn
-            .matmul(&v)?
+        let o = crate::ops::bmm(&attn, &v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, n, d))?;
