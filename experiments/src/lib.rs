@@ -1,0 +1,3 @@
+//! Experiment drivers for the embedded benchmark: the synthetic shortcut dataset lives in [`synth`].
+
+pub mod synth;
