@@ -435,4 +435,149 @@ mod tests {
             .unwrap();
         assert_eq!(c, [0.5]); // (max(1, 0) + max(-1, 0)) / 2
     }
+
+    /// The gradient PyTorch gives for `sum(w ⊙ (y − y[jmin]) / (y[jmax] − y[jmin]))` with
+    /// `y = U x Uᵀ`: one element carries each extreme's gradient.
+    fn torch_grad(x: &[f64], g: usize, s: usize, w: &[f64]) -> Vec<f64> {
+        let n = g * s;
+        let u: Vec<f64> = crate::interpolation_matrix(g, n, Some(s as f64))
+            .iter()
+            .map(|v| f64::from(*v))
+            .collect();
+        let mut y = vec![0f64; n * n];
+        for p in 0..n {
+            for q in 0..n {
+                for a in 0..g {
+                    for b in 0..g {
+                        y[p * n + q] += u[p * g + a] * x[a * g + b] * u[q * g + b];
+                    }
+                }
+            }
+        }
+        let first = |better: &dyn Fn(f64, f64) -> bool| {
+            (0..n * n).fold(0, |k, i| if better(y[i], y[k]) { i } else { k })
+        };
+        let (jmax, jmin) = (first(&|a, b| a > b), first(&|a, b| a < b));
+        let (mx, mn) = (y[jmax], y[jmin]);
+        let r = mx - mn;
+        let mut gy: Vec<f64> = w.iter().map(|wi| wi / r).collect();
+        gy[jmax] += -(0..n * n).map(|i| w[i] * (y[i] - mn)).sum::<f64>() / (r * r);
+        gy[jmin] += (0..n * n).map(|i| w[i] * (y[i] - mx)).sum::<f64>() / (r * r);
+        let mut gx = vec![0f64; g * g];
+        for p in 0..n {
+            for q in 0..n {
+                for a in 0..g {
+                    for b in 0..g {
+                        gx[a * g + b] += u[p * g + a] * gy[p * n + q] * u[q * g + b];
+                    }
+                }
+            }
+        }
+        gx
+    }
+
+    #[test]
+    fn tied_extremes_get_the_gradient_once() {
+        let dev = Device::Cpu;
+        // The corner cells are the extremes; upsampling ×4 copies each into a 2×2 border
+        // block, so both the max and the min are attained by 4 pixels.
+        let xv = [3.0f32, 1.0, 2.0, 0.5, 1.5, 2.5, 1.0, 2.0, 0.0];
+        let (g, s) = (3, 4);
+        let n = g * s;
+        let w: Vec<f32> = (0..n * n)
+            .map(|i| ((i * 37) % 11) as f32 / 10.0 - 0.4)
+            .collect();
+        let x = candle_core::Var::from_slice(&xv, (1, 1, g, g), &dev).unwrap();
+        let wt = Tensor::from_slice(&w, (1, 1, n, n), &dev).unwrap();
+        let up = crate::Upsampler::with_scale((g, g), s, &dev).unwrap();
+        let y = up.forward(x.as_tensor()).unwrap();
+        let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(yv.iter().filter(|v| **v == 3.0).count(), 4);
+        assert_eq!(yv.iter().filter(|v| **v == 0.0).count(), 4);
+
+        let nrm = min_max_normalise(&y).unwrap();
+        assert_eq!((nrm.argmax[0], nrm.argmin[0]), (0, (n * n - n - 2) as u32));
+        let loss = (nrm.map * &wt).unwrap().sum_all().unwrap();
+        let got: Vec<f32> = loss
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = torch_grad(
+            &xv.map(f64::from),
+            g,
+            s,
+            &w.iter().map(|v| f64::from(*v)).collect::<Vec<_>>(),
+        );
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (f64::from(*a) - b).abs() < 1e-5 * scale,
+                "{got:?} vs {want:?}"
+            );
+        }
+
+        // candle's own max/min backward hands the full gradient to all four tied pixels.
+        let naive = {
+            let flat = y.reshape((1, n * n)).unwrap();
+            let mx = flat.max_keepdim(1).unwrap();
+            let mn = flat.min_keepdim(1).unwrap();
+            flat.broadcast_sub(&mn)
+                .unwrap()
+                .broadcast_div(&(mx - &mn).unwrap())
+                .unwrap()
+        };
+        let wf = wt.reshape((1, n * n)).unwrap();
+        let gn: Vec<f32> = (naive * wf)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let dev_naive = gn
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+        assert!(dev_naive > 0.1 * scale, "{dev_naive} vs scale {scale}");
+    }
+
+    #[test]
+    fn constant_map_is_zero_not_nan() {
+        let dev = Device::Cpu;
+        let v = [0.25f32, 0.25, 0.25, 0.25, 1.0, 3.0, 2.0, 1.0];
+        let x = candle_core::Var::from_slice(&v, (2, 1, 2, 2), &dev).unwrap();
+        let nrm = min_max_normalise(x.as_tensor()).unwrap();
+        assert_eq!(nrm.degenerate, [true, false]);
+        let m: Vec<f32> = nrm.map.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(m, [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0]);
+        let g = nrm
+            .map
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g: Vec<f32> = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+        assert_eq!(&g[..4], &[0.0; 4]);
+        // Image 1: d/dx of Σ r² with r = (x − 1)/2; the max (index 1) also carries −Σ 2r·(x−1)/4.
+        assert_eq!(g[6], 0.5);
+    }
 }

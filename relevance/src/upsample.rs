@@ -151,4 +151,72 @@ mod tests {
             [1., 0., 0., 0., 1., 0., 0., 0., 1.]
         );
     }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn grid(b: usize, h: usize, w: usize) -> Tensor {
+        let v: Vec<f32> = (0..b * h * w)
+            .map(|i| ((i * 7919) % 101) as f32 / 17.0 - 2.0)
+            .collect();
+        Tensor::from_vec(v, (b, 1, h, w), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn equals_candle_upsample_forward() {
+        let dev = Device::Cpu;
+        // (input h, w) → (output h, w): integer factors, the ViT-B/16 case, odd and unequal
+        // ratios, and a downsampling.
+        for ((h, w), (oh, ow)) in [
+            ((2, 2), (8, 8)),
+            ((4, 4), (32, 32)),
+            ((14, 14), (224, 224)),
+            ((3, 5), (7, 11)),
+            ((7, 4), (16, 9)),
+            ((6, 6), (4, 4)),
+        ] {
+            let x = grid(3, h, w);
+            let ours = Upsampler::new((h, w), (oh, ow), &dev)
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            let theirs = x.upsample_bilinear2d(oh, ow, false).unwrap();
+            let d = max_diff(&ours, &theirs);
+            assert!(d < 2e-6, "{h}x{w} -> {oh}x{ow}: {d}");
+        }
+        // Scale-factor form (what the reference calls).
+        for (h, s) in [(4usize, 8usize), (14, 16), (3, 5)] {
+            let x = grid(2, h, h);
+            let ours = Upsampler::with_scale((h, h), s, &dev)
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            let theirs = x
+                .upsample_bilinear2d_with_scale(s as f64, s as f64, false)
+                .unwrap();
+            let d = max_diff(&ours, &theirs);
+            assert!(d < 2e-6, "{h} x{s}: {d}");
+        }
+    }
+
+    #[test]
+    fn is_differentiable() {
+        let x = candle_core::Var::from_tensor(&grid(2, 3, 3)).unwrap();
+        let up = Upsampler::new((3, 3), (12, 12), &Device::Cpu).unwrap();
+        let y = up.forward(x.as_tensor()).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g.get(x.as_tensor()).unwrap();
+        // Rows of both matrices sum to 1, so each output pixel spreads a total weight of 1:
+        // the gradient of the sum over a (3 → 12)² upsampling adds up to 144 per image.
+        let total: f32 = g.sum_all().unwrap().to_scalar().unwrap();
+        assert!((total - 2.0 * 144.0).abs() < 1e-3, "{total}");
+    }
 }

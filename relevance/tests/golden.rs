@@ -497,3 +497,104 @@ fn check_param_after(
         loose <= h.lr as f32 + 2e-6,
     );
 }
+
+/// The baselines recomputed by hand (f64) from the reference attention maps and gradients,
+/// upsampled with the reference interpolation matrix.
+#[test]
+fn explainers_match_hand_computation_from_reference_attention() {
+    let dir = model::fixture_dir();
+    let dev = Device::Cpu;
+    let m = model::load_fixture_model(&dir, &dev).unwrap();
+    let vit = &m.vit;
+    let cfg = vit.config().clone();
+    let inputs = load(&dir, "inputs.safetensors");
+    let out = load(&dir, "outputs.safetensors");
+    let x = &inputs["images"];
+    let targets = ints(&inputs["target"]);
+    let (b, depth, heads, n) = out["attn.0"]
+        .dims4()
+        .map(|(b, h, n, _)| (b, cfg.depth, h, n))
+        .unwrap();
+    let f64s = |t: &Tensor| -> Vec<f64> { vec(t).into_iter().map(f64::from).collect() };
+    let attn: Vec<Vec<f64>> = (0..depth)
+        .map(|l| f64s(&out[&format!("attn.{l}")]))
+        .collect();
+    let last_grad = f64s(&out[&format!("attn_grad.{}", depth - 1)]);
+    let u = f64s(&out["upsample_matrix"]);
+    let (g, size) = (cfg.grid(), cfg.img_size);
+    let at =
+        |a: &[f64], bi: usize, h: usize, i: usize, j: usize| a[((bi * heads + h) * n + i) * n + j];
+
+    // Patch tokens → upsampled → min-max, per image.
+    let finish = |tokens: &[f64]| -> Vec<f64> {
+        let mut up = vec![0f64; size * size];
+        for p in 0..size {
+            for q in 0..size {
+                for a in 0..g {
+                    for c in 0..g {
+                        up[p * size + q] += u[p * g + a] * tokens[a * g + c] * u[q * g + c];
+                    }
+                }
+            }
+        }
+        let lo = up.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = up.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // A constant map is defined as zeros (see `Relevance::degenerate`).
+        let range = if hi > lo { hi - lo } else { f64::INFINITY };
+        up.iter().map(|v| (v - lo) / range).collect()
+    };
+    let mut want: Vec<(relevance::Explainer, Vec<f64>)> = Vec::new();
+    let (mut raw, mut roll, mut gcam) = (Vec::new(), Vec::new(), Vec::new());
+    let l = depth - 1;
+    for bi in 0..b {
+        // Raw attention: head mean of the class-token row.
+        let t: Vec<f64> = (1..n)
+            .map(|j| (0..heads).map(|h| at(&attn[l], bi, h, 0, j)).sum::<f64>() / heads as f64)
+            .collect();
+        raw.extend(finish(&t));
+        // Rollout: v ← v · rownorm(0.5·Ā + 0.5·I), from the last block down.
+        let mut v = vec![0f64; n];
+        v[0] = 1.0;
+        for a in attn.iter().rev() {
+            let mut mat = vec![0f64; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    let mean = (0..heads).map(|h| at(a, bi, h, i, j)).sum::<f64>() / heads as f64;
+                    mat[i * n + j] = 0.5 * mean + if i == j { 0.5 } else { 0.0 };
+                }
+                let s: f64 = mat[i * n..(i + 1) * n].iter().sum();
+                mat[i * n..(i + 1) * n].iter_mut().for_each(|x| *x /= s);
+            }
+            v = (0..n)
+                .map(|j| (0..n).map(|i| v[i] * mat[i * n + j]).sum())
+                .collect();
+        }
+        roll.extend(finish(&v[1..]));
+        // GradCAM: heads weighted by their mean gradient over the class-token row's patches.
+        let w: Vec<f64> = (0..heads)
+            .map(|h| (1..n).map(|j| at(&last_grad, bi, h, 0, j)).sum::<f64>() / (n - 1) as f64)
+            .collect();
+        let t: Vec<f64> = (1..n)
+            .map(|j| {
+                let c = (0..heads)
+                    .map(|h| w[h] * at(&attn[l], bi, h, 0, j))
+                    .sum::<f64>();
+                (c / heads as f64).max(0.0)
+            })
+            .collect();
+        gcam.extend(finish(&t));
+    }
+    want.push((relevance::Explainer::RawAttention, raw));
+    want.push((relevance::Explainer::Rollout, roll));
+    want.push((relevance::Explainer::GradCam, gcam));
+    let mut r = Report::default();
+    for (e, w) in want {
+        let got = relevance::explain(vit, x, e, Some(&targets)).unwrap();
+        assert_eq!(got.map.dims(), &[b, 1, size, size]);
+        println!("explainer {e}: constant maps {:?}", got.degenerate);
+        let w: Vec<f32> = w.into_iter().map(|v| v as f32).collect();
+        let w = Tensor::from_vec(w, (b, 1, size, size), &dev).unwrap();
+        r.check(&format!("explainer {e}"), &got.map, &w, FWD);
+    }
+    r.finish();
+}
