@@ -452,9 +452,15 @@ impl Problem {
     }
 }
 
-/// Size of the training resize (both sides) and of the crops.
+/// Size of the training resize (both sides) and of the crops, for 224-pixel models.
 pub const TRAIN_RESIZE: u32 = 256;
 pub const CROP: u32 = 224;
+
+/// The resize that goes with a crop: 256 for the paper's 224, the same 8/7 ratio for models
+/// with another input size.
+pub fn resize_for_crop(crop: u32) -> u32 {
+    (crop as u64 * TRAIN_RESIZE as u64 / CROP as u64) as u32
+}
 
 /// Per-sample RNG: the same (seed, epoch, index) gives the same crop and flip on any thread.
 pub fn sample_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
@@ -472,19 +478,29 @@ pub fn train_transform(
     rng: &mut impl Rng,
     norm: &Normalization,
 ) -> (Vec<f32>, Plane) {
-    let top = rng.random_range(0..=TRAIN_RESIZE - CROP);
-    let left = rng.random_range(0..=TRAIN_RESIZE - CROP);
+    train_transform_sized(img, mask, rng, norm, CROP)
+}
+
+/// [`train_transform`] for a model whose input is `crop` pixels (resize `crop * 256 / 224`).
+pub fn train_transform_sized(
+    img: &RgbImage,
+    mask: &Plane,
+    rng: &mut impl Rng,
+    norm: &Normalization,
+    crop: u32,
+) -> (Vec<f32>, Plane) {
+    let size = resize_for_crop(crop);
+    let top = rng.random_range(0..=size - crop);
+    let left = rng.random_range(0..=size - crop);
     let flip = rng.random::<f64>() > 0.5;
     let mut im = resize_region(
         img,
-        TRAIN_RESIZE,
-        TRAIN_RESIZE,
+        size,
+        size,
         Interpolation::Bilinear,
-        (left, top, CROP, CROP),
+        (left, top, crop, crop),
     );
-    let mut m = mask
-        .resize_bilinear(TRAIN_RESIZE, TRAIN_RESIZE)
-        .crop(left, top, CROP, CROP);
+    let mut m = mask.resize_bilinear(size, size).crop(left, top, crop, crop);
     if flip {
         image::imageops::flip_horizontal_in_place(&mut im);
         m = m.flip_horizontal();
@@ -495,12 +511,23 @@ pub fn train_transform(
 /// Validation transform: Resize(256) + CenterCrop(224) for both (image PIL bilinear, mask tensor
 /// bilinear, fractional).
 pub fn val_transform(img: &RgbImage, mask: &Plane, norm: &Normalization) -> (Vec<f32>, Plane) {
+    val_transform_sized(img, mask, norm, CROP)
+}
+
+/// [`val_transform`] for a model whose input is `crop` pixels.
+pub fn val_transform_sized(
+    img: &RgbImage,
+    mask: &Plane,
+    norm: &Normalization,
+    crop: u32,
+) -> (Vec<f32>, Plane) {
+    let size = resize_for_crop(crop);
     let t = EvalTransform {
+        resize: size,
+        crop,
         norm: *norm,
         ..EvalTransform::PAPER
     };
-    let m = mask
-        .resize_shorter_bilinear(TRAIN_RESIZE)
-        .center_crop(CROP, CROP);
+    let m = mask.resize_shorter_bilinear(size).center_crop(crop, crop);
     (t.apply(img), m)
 }

@@ -208,10 +208,20 @@ pub fn load(
         Naming::Timm => tensors,
         Naming::Transformers => transformers_to_timm(tensors, &src)?,
     };
-    let cfg: VitConfig = match (&parsed, var) {
-        (Some(p), _) => p.vit.clone(),
-        (None, Some(v)) => v.config(),
-        (None, None) => {
+    let embedded = crate::weights::read_metadata(&weights_path)?
+        .get(crate::weights::CONFIG_METADATA_KEY)
+        .map(|j| {
+            serde_json::from_str::<VitConfig>(j).map_err(|e| ModelError::Weights {
+                path: weights_path.clone(),
+                msg: format!("has an unreadable architecture in its metadata: {e}"),
+            })
+        })
+        .transpose()?;
+    let cfg: VitConfig = match (&parsed, embedded, var) {
+        (Some(p), _, _) => p.vit.clone(),
+        (None, Some(c), _) => c,
+        (None, None, Some(v)) => v.config(),
+        (None, None, None) => {
             return Err(ModelError::WeightsNotFound(format!(
                 "no config.json beside {src} and no model name: say which architecture it is (e.g. --model augreg-base)"
             )))

@@ -150,6 +150,15 @@ pub fn transformers_to_timm(
 /// Writes tensors as safetensors atomically (temporary file, then rename), so an interrupted
 /// write never leaves a truncated checkpoint behind.
 pub fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+    write_safetensors_with_metadata(tensors, path, &BTreeMap::new())
+}
+
+/// [`write_safetensors`] with extra header metadata (besides `format = pt`).
+pub fn write_safetensors_with_metadata(
+    tensors: &BTreeMap<String, Tensor>,
+    path: &Path,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
     let wrap = |e: std::io::Error| ModelError::Weights {
         path: path.to_path_buf(),
         msg: format!("cannot be written: {e}"),
@@ -161,7 +170,8 @@ pub fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Res
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let mut meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     let bytes =
         safetensors::tensor::serialize(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
             .map_err(|e| ModelError::Weights {
@@ -177,4 +187,50 @@ pub fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Res
 /// safetensors.torch.load_file(path))` accepts the file as is.
 pub fn save_params(params: &Params, path: &Path) -> Result<()> {
     write_safetensors(&params.snapshot()?, path)
+}
+
+/// Header key holding the architecture (a `VitConfig` as JSON), so that a checkpoint of a
+/// model without a hub config (one trained from scratch, say) loads on its own.
+pub const CONFIG_METADATA_KEY: &str = "robustvit.vit_config";
+
+/// Saves a model with timm names and its architecture in the header metadata, plus `extra`.
+pub fn save_model(vit: &crate::Vit, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
+    let mut meta = extra.clone();
+    meta.insert(
+        CONFIG_METADATA_KEY.to_string(),
+        serde_json::to_string(vit.config()).expect("VitConfig serialises"),
+    );
+    write_safetensors_with_metadata(&vit.params().snapshot()?, path, &meta)
+}
+
+/// The header metadata of a safetensors file (empty when it has none).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let err = |msg: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        msg,
+    };
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| err(format!("is too short to be safetensors: {e}")))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(err(
+            "has an implausible header; it may be truncated or not safetensors".into(),
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| err(format!("has a truncated header: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| err(format!("has an unreadable header: {e}")))?;
+    Ok(v.get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
 }

@@ -231,6 +231,17 @@ fn folder_and_file_sources_and_timm_save_roundtrip() {
     .unwrap()
     .to_string();
     assert!(e.contains("no config.json") && e.contains("--model"), "{e}");
+    // With the architecture in the header, the file loads on its own.
+    model::save_model(&vit, &f, &Default::default()).unwrap();
+    let alone = model::load(
+        None,
+        Some(f.to_str().unwrap()),
+        &offline(tmp.path()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(alone.vit.config(), &cfg);
+    assert_eq!(logits(&alone.vit), logits(&vit));
     // The saved names are exactly timm's, with the pytorch format tag timm's loader expects.
     let bytes = std::fs::read(&f).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();

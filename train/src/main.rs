@@ -1,1 +1,8 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let args = train::TrainArgs::parse();
+    let run = train::execute(&args)?;
+    println!("run folder: {}", run.display());
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Command-line interface of the `train` binary, also used by the experiment driver (which
+//! builds the same argument lists it would print as shell commands).
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+
+use crate::config::{Objective, PaperSettings, Schedule, TrainConfig, Transform};
+use crate::run::{RunDir, RunState};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "train",
+    about = "Finetune a ViT so that its relevance map sits on the object (RobustViT), or with plain cross-entropy"
+)]
+pub struct TrainArgs {
+    /// One of the paper's models: vit-base, vit-large, augreg-small, augreg-base, augreg-large,
+    /// deit-small, deit-base (or an alias: vit-b, ar-s, deit-b, ...). Sets the paper's defaults.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Weights: a .safetensors file, a folder with model.safetensors, or a hub id[@revision].
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// Start from random weights with this architecture (JSON file of model::VitConfig).
+    #[arg(long)]
+    pub arch: Option<PathBuf>,
+    /// ImageNet train images (<wnid>/<name>.JPEG), or ImageNetS919/train-semi.
+    #[arg(long)]
+    pub imagenet: Option<PathBuf>,
+    /// ImageNet-S919 train-semi-segmentation masks (<wnid>/<name>.png).
+    #[arg(long = "imagenet-s")]
+    pub imagenet_s: Option<PathBuf>,
+    /// Separate validation images (default: the classes after the training classes).
+    #[arg(long)]
+    pub val_imagenet: Option<PathBuf>,
+    #[arg(long = "val-imagenet-s")]
+    pub val_imagenet_s: Option<PathBuf>,
+    /// Classification folder (<wnid>/<image>) without masks, for the `ce` objective.
+    #[arg(long)]
+    pub train_folder: Option<PathBuf>,
+    #[arg(long)]
+    pub val_folder: Option<PathBuf>,
+    /// Split file to read (or write, if missing); default: split.json in the run folder.
+    #[arg(long)]
+    pub split_file: Option<PathBuf>,
+    /// Run folder (default results/runs/<model>-<timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted run in this folder.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Overwrite a run folder that already holds a run.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_enum)]
+    pub objective: Option<Objective>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Logit temperature of the classification term (paper: DeiT-B 0.65, DeiT-S 0.55).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub val_batch_size: Option<usize>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    #[arg(long)]
+    pub lr_decay: Option<f64>,
+    #[arg(long)]
+    pub lr_decay_every: Option<usize>,
+    #[arg(long)]
+    pub lambda_seg: Option<f64>,
+    #[arg(long)]
+    pub lambda_cls: Option<f64>,
+    #[arg(long)]
+    pub lambda_bg: Option<f64>,
+    #[arg(long)]
+    pub lambda_fg: Option<f64>,
+    /// `paper` (the reference's reverse-mask quirk) or `binary` (1 - mask).
+    #[arg(long)]
+    pub mask_mode: Option<String>,
+    #[arg(long)]
+    pub train_classes: Option<usize>,
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    #[arg(long)]
+    pub val_per_class: Option<usize>,
+    /// Use only the first N classes (quick trials).
+    #[arg(long)]
+    pub limit_classes: Option<usize>,
+    /// Stop after N optimisation steps (quick trials).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum)]
+    pub transform: Option<Transform>,
+    /// Input normalisation mean, e.g. 0.5,0.5,0.5 (the paper uses 0.5/0.5 for every model).
+    #[arg(long, value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+    #[arg(long, value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+    /// Log a metrics row every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Validation images drawn as strips every epoch.
+    #[arg(long, default_value_t = 4)]
+    pub vis_images: usize,
+    /// Draw the strips every N epochs (and after the last).
+    #[arg(long, default_value_t = 1)]
+    pub vis_every: usize,
+    /// cpu, cuda or auto (the GPU when built with --features cuda and one is present).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Stop (resumably) after this many epochs of this invocation, e.g. to fit a cluster's
+    /// time limit; continue later with --resume.
+    #[arg(long)]
+    pub stop_after_epochs: Option<usize>,
+}
+
+fn triple(v: &Option<Vec<f32>>, default: [f32; 3], name: &str) -> Result<[f32; 3]> {
+    match v {
+        None => Ok(default),
+        Some(x) if x.len() == 3 => Ok([x[0], x[1], x[2]]),
+        Some(x) => bail!(
+            "--{name} takes three comma-separated numbers, got {}",
+            x.len()
+        ),
+    }
+}
+
+impl TrainArgs {
+    /// The paper's settings for the model, overridden by every flag given.
+    pub fn resolve(&self) -> Result<TrainConfig> {
+        let paper = PaperSettings::load();
+        let c = &paper.common;
+        let canonical = self
+            .model
+            .as_deref()
+            .map(model::variant)
+            .transpose()?
+            .map(|v| v.name);
+        let per_model = canonical.and_then(|n| paper.models.get(n));
+        let arch = match &self.arch {
+            Some(p) => Some(
+                serde_json::from_str::<model::VitConfig>(
+                    &std::fs::read_to_string(p)
+                        .with_context(|| format!("reading --arch {}", p.display()))?,
+                )
+                .with_context(|| format!("{} is not a model::VitConfig JSON", p.display()))?,
+            ),
+            None => None,
+        };
+        if self.model.is_none() && self.weights.is_none() && arch.is_none() {
+            bail!("say which model to train: --model NAME, --weights SPEC, or --arch CONFIG.json");
+        }
+        let lr = self
+            .lr
+            .or(per_model.map(|m| m.lr))
+            .context("no paper learning rate for this model: give --lr")?;
+        let objective = self.objective.unwrap_or(match c.objective.as_str() {
+            "ce" => Objective::Ce,
+            _ => Objective::Relevance,
+        });
+        Ok(TrainConfig {
+            model: canonical.map(String::from),
+            weights: self.weights.clone(),
+            arch,
+            objective,
+            lr,
+            temperature: self
+                .temperature
+                .or(per_model.map(|m| m.temperature))
+                .unwrap_or(1.0),
+            epochs: self.epochs.unwrap_or(c.epochs),
+            batch_size: self.batch_size.unwrap_or(c.batch_size),
+            val_batch_size: self.val_batch_size.unwrap_or(c.val_batch_size),
+            weight_decay: self.weight_decay.unwrap_or(c.weight_decay),
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            schedule: self.schedule.unwrap_or(Schedule::Step),
+            lr_decay: self.lr_decay.unwrap_or(c.lr_decay),
+            lr_decay_every: self.lr_decay_every.unwrap_or(c.lr_decay_every),
+            lambda_seg: self.lambda_seg.unwrap_or(c.lambda_seg),
+            lambda_cls: self.lambda_cls.unwrap_or(c.lambda_cls),
+            lambda_bg: self.lambda_bg.unwrap_or(c.lambda_bg),
+            lambda_fg: self.lambda_fg.unwrap_or(c.lambda_fg),
+            mask_mode: self
+                .mask_mode
+                .clone()
+                .unwrap_or_else(|| c.mask_mode.clone()),
+            train_classes: self.train_classes.unwrap_or(c.train_classes),
+            train_per_class: self.train_per_class.unwrap_or(c.train_per_class),
+            val_per_class: self.val_per_class.unwrap_or(c.val_per_class),
+            limit_classes: self.limit_classes,
+            max_steps: self.max_steps,
+            seed: self.seed,
+            transform: self.transform.unwrap_or(Transform::Paper),
+            mean: triple(&self.mean, [0.5; 3], "mean")?,
+            std: triple(&self.std, [0.5; 3], "std")?,
+            imagenet: self.imagenet.clone(),
+            imagenet_s: self.imagenet_s.clone(),
+            val_imagenet: self.val_imagenet.clone(),
+            val_imagenet_s: self.val_imagenet_s.clone(),
+            train_folder: self.train_folder.clone(),
+            val_folder: self.val_folder.clone(),
+            split_file: self.split_file.clone(),
+            log_every: self.log_every,
+            vis_images: self.vis_images,
+            vis_every: self.vis_every.max(1),
+        })
+    }
+}
+
+/// Checks the data folders before any work, with the data crate's messages.
+fn check_inputs(cfg: &TrainConfig) -> Result<()> {
+    for (flag, p) in [
+        ("--imagenet", &cfg.imagenet),
+        ("--imagenet-s", &cfg.imagenet_s),
+        ("--val-imagenet", &cfg.val_imagenet),
+        ("--val-imagenet-s", &cfg.val_imagenet_s),
+        ("--train-folder", &cfg.train_folder),
+        ("--val-folder", &cfg.val_folder),
+    ] {
+        if let Some(p) = p {
+            if !p.is_dir() {
+                bail!("{flag} {} does not exist or is not a folder", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `train` with these arguments; returns the run folder.
+pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
+    let device = model::device(&args.device)?;
+    let (run, cfg, state) = match &args.resume {
+        Some(dir) => {
+            let (run, cfg, state) = RunDir::open(dir)?;
+            if state.finished {
+                eprintln!("run {} is already finished", dir.display());
+                return Ok(run.path);
+            }
+            (run, cfg, state)
+        }
+        None => {
+            let cfg = args.resolve()?;
+            check_inputs(&cfg)?;
+            let out = args.out.clone().unwrap_or_else(|| {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                PathBuf::from("results/runs").join(format!(
+                    "{}-{stamp}",
+                    cfg.model.as_deref().unwrap_or("model")
+                ))
+            });
+            let run = RunDir::create(&out, args.force)?;
+            run.write_config(&cfg)?;
+            let state = RunState::new(cfg.seed);
+            (run, cfg, state)
+        }
+    };
+    check_inputs(&cfg)?;
+    crate::trainer::train(
+        &cfg,
+        &run,
+        state,
+        &device,
+        args.quiet,
+        args.stop_after_epochs,
+    )?;
+    Ok(run.path)
+}

@@ -1,0 +1,11 @@
+//! Finetuning runs: the paper's relevance objective or plain cross-entropy, resumable, with
+//! everything a researcher needs left in the run folder.
+
+pub mod cli;
+pub mod config;
+pub mod run;
+pub mod strips;
+pub mod trainer;
+
+pub use cli::{execute, TrainArgs};
+pub use config::{Objective, Schedule, TrainConfig, Transform};

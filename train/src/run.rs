@@ -1,0 +1,224 @@
+//! The run folder: configuration, metrics, checkpoints, and resuming.
+//!
+//! Every file is written atomically (temporary file + rename). The checkpoint is three files
+//! (`last.safetensors`, `optimizer.safetensors`, `state.json`) that all carry the epoch they
+//! belong to, so a resume can tell a consistent checkpoint from one cut by a crash.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::TrainConfig;
+
+/// Progress that must survive an interruption.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs fully completed (the next epoch to run).
+    pub epochs_done: usize,
+    pub global_step: usize,
+    pub best_val_loss: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// The run's seed; every random stream (data order, crops, flips) is derived from
+    /// (seed, epoch, index), so this and `epochs_done` are the whole RNG state.
+    pub seed: u64,
+    /// Original-model validation figures, computed once.
+    pub original_val: Option<ValFigures>,
+    pub finished: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValFigures {
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+/// Writes bytes atomically next to `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+impl RunDir {
+    /// A new run: refuses a folder that already holds a run unless `force`.
+    pub fn create(path: &Path, force: bool) -> Result<Self> {
+        if path.join("config.json").exists() && !force {
+            bail!(
+                "{} already holds a run: continue it with --resume {}, or overwrite it with --force",
+                path.display(),
+                path.display()
+            );
+        }
+        if force && path.exists() {
+            for f in [
+                "config.json",
+                "state.json",
+                "metrics.csv",
+                "last.safetensors",
+                "optimizer.safetensors",
+                "best.safetensors",
+            ] {
+                let _ = std::fs::remove_file(path.join(f));
+            }
+        }
+        std::fs::create_dir_all(path.join("strips"))
+            .with_context(|| format!("creating run folder {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An existing run to continue.
+    pub fn open(path: &Path) -> Result<(Self, TrainConfig, RunState)> {
+        let cfg_path = path.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+            format!(
+                "{} is not a run folder (no readable config.json)",
+                path.display()
+            )
+        })?;
+        let cfg: TrainConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid run configuration", cfg_path.display()))?;
+        let st_path = path.join("state.json");
+        let state: RunState = match std::fs::read_to_string(&st_path) {
+            Ok(t) => serde_json::from_str(&t).with_context(|| {
+                format!(
+                    "{} is corrupt; delete the run folder or start again with --force",
+                    st_path.display()
+                )
+            })?,
+            // Interrupted before the first epoch ended: start over inside the same folder.
+            Err(_) => RunState::new(cfg.seed),
+        };
+        std::fs::create_dir_all(path.join("strips"))?;
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+            },
+            cfg,
+            state,
+        ))
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write_config(&self, cfg: &TrainConfig) -> Result<()> {
+        write_atomic(
+            &self.file("config.json"),
+            serde_json::to_string_pretty(cfg)?.as_bytes(),
+        )
+    }
+
+    pub fn write_state(&self, st: &RunState) -> Result<()> {
+        write_atomic(
+            &self.file("state.json"),
+            serde_json::to_string_pretty(st)?.as_bytes(),
+        )
+    }
+}
+
+impl RunState {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            epochs_done: 0,
+            global_step: 0,
+            best_val_loss: None,
+            best_epoch: None,
+            seed,
+            original_val: None,
+            finished: false,
+        }
+    }
+}
+
+/// One row of `metrics.csv`: a logged step (`kind = step`) or an epoch summary (`kind = epoch`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MetricsRow {
+    pub kind: String,
+    pub epoch: usize,
+    pub step: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub background: f64,
+    pub foreground: f64,
+    pub classification: f64,
+    pub val_loss: Option<f64>,
+    pub val_top1: Option<f64>,
+    pub val_top5: Option<f64>,
+    pub orig_top1: Option<f64>,
+    pub orig_top5: Option<f64>,
+    pub images_per_s: f64,
+    pub degenerate_maps: usize,
+}
+
+/// Appends rows to `metrics.csv`. On resume, rows of epochs after the checkpoint (written
+/// before a crash) are dropped first so the file reads as if the run was never interrupted.
+pub struct Metrics {
+    path: PathBuf,
+}
+
+impl Metrics {
+    pub fn open(path: &Path, keep_epochs_below: usize) -> Result<Self> {
+        if path.exists() {
+            let mut rdr = csv::Reader::from_path(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let rows: Vec<MetricsRow> = rdr
+                .deserialize()
+                .collect::<std::result::Result<_, _>>()
+                .with_context(|| format!("{} is corrupt", path.display()))?;
+            let kept: Vec<MetricsRow> = rows
+                .into_iter()
+                .filter(|r| r.epoch < keep_epochs_below)
+                .collect();
+            let mut w = csv::Writer::from_writer(Vec::new());
+            for r in &kept {
+                w.serialize(r)?;
+            }
+            if kept.is_empty() {
+                std::fs::remove_file(path)?;
+            } else {
+                write_atomic(path, &w.into_inner()?)?;
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn append(&self, row: &MetricsRow) -> Result<()> {
+        let new = !self.path.exists();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        let mut w = csv::WriterBuilder::new().has_headers(new).from_writer(f);
+        w.serialize(row)?;
+        w.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads the whole metrics file (for tests and reports).
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
+    let mut rdr =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(rdr.deserialize().collect::<std::result::Result<_, _>>()?)
+}
+
+/// Flushes stdout so progress lines interleave correctly with the progress bar.
+pub fn flush() {
+    let _ = std::io::stdout().flush();
+}
