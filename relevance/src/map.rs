@@ -61,7 +61,8 @@ pub struct Normalised {
 /// upsampling the extreme is typically shared by a whole border band of pixels, which would
 /// multiply that gradient by the number of ties.
 ///
-/// A constant image (`max == min`) yields zeros and no gradient instead of NaN.
+/// A constant image (`max == min`) yields zeros and no gradient instead of NaN. (A map that
+/// already holds NaN stays NaN: that is a diverged model, not a constant map.)
 pub fn min_max_normalise(x: &Tensor) -> Result<Normalised> {
     let b = x.dim(0)?;
     let det = x.detach().contiguous()?.reshape((b, ()))?;
@@ -95,7 +96,7 @@ pub fn min_max_normalise_at(x: &Tensor, argmin: &[u32], argmax: &[u32]) -> Resul
         .flatten_all()?
         .to_vec1::<f32>()?
         .iter()
-        .map(|r| *r == 0.0 || !r.is_finite())
+        .map(|r| *r == 0.0)
         .collect();
     let mut map = flat.broadcast_sub(&min)?;
     if degenerate.iter().any(|d| *d) {
@@ -194,7 +195,7 @@ fn identity(b: usize, n: usize, device: &Device) -> Result<Tensor> {
 /// The full rollout after every block: `R_0 = I`, `R_l = R_{l-1} + Ā_l · R_{l-1}`.
 pub fn rollout_full(cams: &[Tensor]) -> Result<Vec<Tensor>> {
     let mut out: Vec<Tensor> = Vec::with_capacity(cams.len());
-    for (l, c) in cams.iter().enumerate() {
+    for c in cams {
         let r = match out.last() {
             // Ā · I = Ā exactly, so the first product is skipped.
             None => {
@@ -203,7 +204,6 @@ pub fn rollout_full(cams: &[Tensor]) -> Result<Vec<Tensor>> {
             }
             Some(r) => (r + c.matmul(r)?)?,
         };
-        debug_assert_eq!(out.len(), l);
         out.push(r);
     }
     Ok(out)

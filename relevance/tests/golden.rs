@@ -118,7 +118,12 @@ fn hyper(dir: &Path) -> Hyper {
             lambda_cls: num(h, "lambda_acc", None),
             lambda_bg: num(h, "lambda_background", None),
             lambda_fg: num(h, "lambda_foreground", None),
-            temperature: num(h, "temperature", Some(1.0)),
+            // Only DeiT runs scale the logits; sets without the key use none.
+            temperature: h
+                .get("temperature")
+                .or_else(|| meta["config"].get("temperature"))
+                .and_then(|x| x.as_f64())
+                .unwrap_or(1.0),
             mask_mode: MaskMode::Paper,
         },
         adamw: relevance::AdamWConfig {
