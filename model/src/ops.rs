@@ -114,9 +114,38 @@ impl CustomOp3 for Linear {
         let (x, w, g) = (x.detach(), w.detach(), g.detach());
         let dx = g.matmul(&w)?;
         let dw = g.t()?.matmul(&x)?;
-        let db = g.sum(0)?;
+        let db = sum_rows(&g)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// Column sums of a (rows, cols) matrix. candle's reduction over the leading dimension walks
+/// the matrix with a stride and was a tenth of a training step; on the CPU this sums rows in
+/// parallel blocks instead.
+pub fn sum_rows(g: &Tensor) -> Result<Tensor> {
+    if !cpu_f32(g) || g.rank() != 2 {
+        return g.sum(0);
+    }
+    let (rows, cols) = g.dims2()?;
+    let sums = with_f32(g, |gs| {
+        let block = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+        gs.par_chunks(block * cols)
+            .map(|chunk| {
+                let mut acc = vec![0f32; cols];
+                for row in chunk.chunks_exact(cols) {
+                    acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f32; cols],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+                    a
+                },
+            )
+    })?;
+    Tensor::from_vec(sums, cols, g.device())
 }
 
 /// `x W^T + b` for x of shape (rows, in), W (out, in), b (out).
@@ -636,5 +665,416 @@ mod bmm_tests {
                 assert!(d < 1e-4, "gradient {d}");
             }
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Attention straight from the fused qkv projection (CPU).
+//
+// Splitting qkv into heads takes a reshape, a permute, three narrows, a scale and three
+// copies, each of which costs a zero-filled buffer and an add in candle's backward. These two
+// ops read q, k and v in place (strided GEMMs on the (B, N, 3, H, hd) layout) and keep the
+// attention map as a tensor of its own, so relevance probes still attach to it.
+
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every parallel task writes a disjoint set of elements through it.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// Shape bookkeeping for a qkv tensor of shape (B, N, 3·H·hd).
+#[derive(Clone, Copy)]
+struct Heads {
+    b: usize,
+    n: usize,
+    h: usize,
+    hd: usize,
+}
+
+impl Heads {
+    fn of(qkv: &Tensor, h: usize) -> Result<Self> {
+        let (b, n, d3) = qkv.dims3()?;
+        if d3 % (3 * h) != 0 {
+            candle_core::bail!("qkv width {d3} is not 3 x {h} heads");
+        }
+        Ok(Self {
+            b,
+            n,
+            h,
+            hd: d3 / 3 / h,
+        })
+    }
+    fn d(&self) -> usize {
+        self.h * self.hd
+    }
+    fn row(&self) -> usize {
+        3 * self.d()
+    }
+    /// Offset of head `hi` of slot `s` (0 = q, 1 = k, 2 = v) in batch `bi`.
+    fn at(&self, bi: usize, s: usize, hi: usize) -> usize {
+        bi * self.n * self.row() + s * self.d() + hi * self.hd
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    scale: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        0.0,
+        scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+fn softmax_rows(x: &mut [f32], n: usize) {
+    for r in x.chunks_exact_mut(n) {
+        let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut s = 0f32;
+        for v in r.iter_mut() {
+            *v = (*v - m).exp();
+            s += *v;
+        }
+        let inv = 1.0 / s;
+        r.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+struct AttnProbs {
+    h: usize,
+    scale: f32,
+}
+
+impl CustomOp1 for AttnProbs {
+    fn name(&self) -> &'static str {
+        "attention-probs"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, n, d3) = l.shape().dims3()?;
+        let g = Heads {
+            b,
+            n,
+            h: self.h,
+            hd: d3 / 3 / self.h,
+        };
+        let qkv = &s.as_slice::<f32>()?[l.start_offset()..];
+        let mut out = vec![0f32; g.b * g.h * n * n];
+        out.par_chunks_mut(n * n).enumerate().for_each(|(bh, o)| {
+            let (bi, hi) = (bh / g.h, bh % g.h);
+            unsafe {
+                let q = qkv.as_ptr().add(g.at(bi, 0, hi));
+                let k = qkv.as_ptr().add(g.at(bi, 1, hi));
+                // scores = scale * q k^T; k^T(kk, j) = k[j, kk].
+                mm(
+                    n,
+                    n,
+                    g.hd,
+                    o.as_mut_ptr(),
+                    n,
+                    q,
+                    g.row(),
+                    1,
+                    k,
+                    1,
+                    g.row(),
+                    self.scale,
+                );
+            }
+            softmax_rows(o, n);
+        });
+        Ok((CpuStorage::F32(out), Shape::from((g.b, g.h, n, n))))
+    }
+    fn bwd(&self, qkv: &Tensor, a: &Tensor, da: &Tensor) -> Result<Option<Tensor>> {
+        let g = Heads::of(qkv, self.h)?;
+        let n = g.n;
+        let mut dqkv = vec![0f32; qkv.elem_count()];
+        let ptr = SharedMut(dqkv.as_mut_ptr());
+        with_f32(&qkv.detach(), |x| {
+            with_f32(&a.detach(), |a| {
+                with_f32(&da.detach(), |da| {
+                    (0..g.b * g.h).into_par_iter().for_each(|bh| {
+                        let p = ptr;
+                        let (bi, hi) = (bh / g.h, bh % g.h);
+                        let (ar, dar) = (
+                            &a[bh * n * n..(bh + 1) * n * n],
+                            &da[bh * n * n..(bh + 1) * n * n],
+                        );
+                        // dS = A * (dA - rowsum(dA * A))
+                        let mut ds = vec![0f32; n * n];
+                        for i in 0..n {
+                            let r = i * n..(i + 1) * n;
+                            let s: f32 = ar[r.clone()]
+                                .iter()
+                                .zip(&dar[r.clone()])
+                                .map(|(x, y)| x * y)
+                                .sum();
+                            for j in r {
+                                ds[j] = ar[j] * (dar[j] - s);
+                            }
+                        }
+                        unsafe {
+                            let q = x.as_ptr().add(g.at(bi, 0, hi));
+                            let k = x.as_ptr().add(g.at(bi, 1, hi));
+                            // dq = scale dS k ; dk = scale dS^T q
+                            mm(
+                                n,
+                                g.hd,
+                                n,
+                                p.0.add(g.at(bi, 0, hi)),
+                                g.row(),
+                                ds.as_ptr(),
+                                n,
+                                1,
+                                k,
+                                g.row(),
+                                1,
+                                self.scale,
+                            );
+                            mm(
+                                n,
+                                g.hd,
+                                n,
+                                p.0.add(g.at(bi, 1, hi)),
+                                g.row(),
+                                ds.as_ptr(),
+                                1,
+                                n,
+                                q,
+                                g.row(),
+                                1,
+                                self.scale,
+                            );
+                        }
+                    })
+                })
+            })
+        })???;
+        Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
+    }
+}
+
+struct AttnApply {
+    h: usize,
+}
+
+impl candle_core::CustomOp2 for AttnApply {
+    fn name(&self) -> &'static str {
+        "attention-apply"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, n, d3) = l2.shape().dims3()?;
+        let g = Heads {
+            b,
+            n,
+            h: self.h,
+            hd: d3 / 3 / self.h,
+        };
+        let a = &s1.as_slice::<f32>()?[l1.start_offset()..];
+        let qkv = &s2.as_slice::<f32>()?[l2.start_offset()..];
+        let d = g.d();
+        let mut out = vec![0f32; b * n * d];
+        out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
+            for hi in 0..g.h {
+                let bh = bi * g.h + hi;
+                unsafe {
+                    let v = qkv.as_ptr().add(g.at(bi, 2, hi));
+                    mm(
+                        n,
+                        g.hd,
+                        n,
+                        o.as_mut_ptr().add(hi * g.hd),
+                        d,
+                        a.as_ptr().add(bh * n * n),
+                        n,
+                        1,
+                        v,
+                        g.row(),
+                        1,
+                        1.0,
+                    );
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, n, d))))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        qkv: &Tensor,
+        _res: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Heads::of(qkv, self.h)?;
+        let (n, d) = (g.n, g.d());
+        let mut da = vec![0f32; a.elem_count()];
+        let mut dqkv = vec![0f32; qkv.elem_count()];
+        let pq = SharedMut(dqkv.as_mut_ptr());
+        with_f32(&a.detach(), |a| {
+            with_f32(&qkv.detach(), |x| {
+                with_f32(&dout.detach(), |go| {
+                    da.par_chunks_mut(n * n).enumerate().for_each(|(bh, dar)| {
+                        let p = pq;
+                        let (bi, hi) = (bh / g.h, bh % g.h);
+                        unsafe {
+                            let v = x.as_ptr().add(g.at(bi, 2, hi));
+                            let dob = go.as_ptr().add(bi * n * d + hi * g.hd);
+                            // dA = dO v^T ; dv = A^T dO
+                            mm(
+                                n,
+                                n,
+                                g.hd,
+                                dar.as_mut_ptr(),
+                                n,
+                                dob,
+                                d,
+                                1,
+                                v,
+                                1,
+                                g.row(),
+                                1.0,
+                            );
+                            mm(
+                                n,
+                                g.hd,
+                                n,
+                                p.0.add(g.at(bi, 2, hi)),
+                                g.row(),
+                                a.as_ptr().add(bh * n * n),
+                                1,
+                                n,
+                                dob,
+                                d,
+                                1,
+                                1.0,
+                            );
+                        }
+                    })
+                })
+            })
+        })???;
+        Ok((
+            Some(Tensor::from_vec(da, a.shape(), a.device())?),
+            Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?),
+        ))
+    }
+}
+
+/// Whether [`attention_probs`] / [`attention_apply`] have a kernel for this tensor.
+pub fn fused_attention_available(qkv: &Tensor) -> bool {
+    cpu_f32(qkv)
+}
+
+/// softmax(scale · q kᵀ) per head, (B, H, N, N), from qkv (B, N, 3·H·hd) laid out as timm's
+/// fused projection ([q | k | v], heads contiguous within each).
+pub fn attention_probs(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    Heads::of(qkv, heads)?;
+    qkv.contiguous()?.apply_op1(AttnProbs {
+        h: heads,
+        scale: scale as f32,
+    })
+}
+
+/// The heads' outputs `A v`, concatenated per token: (B, N, H·hd).
+pub fn attention_apply(attn: &Tensor, qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    let g = Heads::of(qkv, heads)?;
+    if attn.dims() != [g.b, g.h, g.n, g.n] {
+        candle_core::bail!(
+            "attention map {:?} does not match qkv {:?}",
+            attn.dims(),
+            qkv.dims()
+        );
+    }
+    attn.contiguous()?
+        .apply_op2(&qkv.contiguous()?, AttnApply { h: heads })
+}
+
+#[cfg(test)]
+mod attention_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_attention_matches_composed_ops() {
+        let dev = Device::Cpu;
+        let (b, n, h, hd) = (3usize, 17usize, 2usize, 8usize);
+        let qkv =
+            Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, n, 3 * h * hd), &dev).unwrap()).unwrap();
+        let wa = Tensor::randn(0f32, 1.0, (b, h, n, n), &dev).unwrap();
+        let wo = Tensor::randn(0f32, 1.0, (b, n, h * hd), &dev).unwrap();
+        let scale = (hd as f64).powf(-0.5);
+        // Composed reference, as timm writes it.
+        let parts = qkv
+            .reshape((b, n, 3, h, hd))
+            .unwrap()
+            .permute((2, 0, 3, 1, 4))
+            .unwrap();
+        let q = (parts.get(0).unwrap() * scale)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let k = parts.get(1).unwrap().contiguous().unwrap();
+        let v = parts.get(2).unwrap().contiguous().unwrap();
+        let a_ref =
+            candle_nn::ops::softmax(&q.matmul(&k.t().unwrap()).unwrap(), D::Minus1).unwrap();
+        let o_ref = a_ref
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, n, h * hd))
+            .unwrap();
+        let a = attention_probs(&qkv, h, scale).unwrap();
+        let o = attention_apply(&a, &qkv, h).unwrap();
+        let md = |x: &Tensor, y: &Tensor| -> f32 {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(md(&a, &a_ref) < 1e-6 && md(&o, &o_ref) < 1e-5);
+        let loss = |a: &Tensor, o: &Tensor| {
+            ((a * &wa).unwrap().sum_all().unwrap() + (o * &wo).unwrap().sum_all().unwrap()).unwrap()
+        };
+        let g1 = loss(&a, &o).backward().unwrap();
+        let g2 = loss(&a_ref, &o_ref).backward().unwrap();
+        let d = md(g1.get(&qkv).unwrap(), g2.get(&qkv).unwrap());
+        assert!(d < 1e-4, "qkv gradient differs by {d}");
     }
 }

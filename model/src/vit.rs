@@ -171,6 +171,20 @@ struct Block {
     fc2: Linear,
 }
 
+/// q (already scaled), k and v as contiguous (B, H, N, hd) tensors, for devices without the
+/// fused attention kernels (every matmul operand contiguous, as cuBLAS requires).
+fn split_heads(qkv: &Tensor, h: usize, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, n, d3) = qkv.dims3()?;
+    let parts = qkv
+        .reshape((b, n, 3, h, d3 / 3 / h))?
+        .permute((2, 0, 3, 1, 4))?;
+    Ok((
+        (parts.get(0)? * scale)?.contiguous()?,
+        parts.get(1)?.contiguous()?,
+        parts.get(2)?.contiguous()?,
+    ))
+}
+
 /// Output of a training forward pass.
 pub struct TrainForward {
     pub logits: Tensor,
@@ -381,26 +395,30 @@ impl Vit {
         let hd = d / h;
         let scale = (hd as f64).powf(-0.5);
         let y = blk.norm1.forward(x, mode)?;
-        let qkv = blk
-            .qkv
-            .forward(&y, mode)?
-            .reshape((b, n, 3, h, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)? * scale)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let scores = crate::ops::bmm(&q, &k.t()?)?;
-        let mut attn = match mode {
-            Mode::Train => crate::ops::softmax(&scores)?,
-            Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
+        let qkv = blk.qkv.forward(&y, mode)?;
+        let fused = crate::ops::fused_attention_available(&qkv);
+        let mut attn = if fused {
+            crate::ops::attention_probs(&qkv, h, scale)?
+        } else {
+            let (q, k, _) = split_heads(&qkv, h, scale)?;
+            let scores = q.matmul(&k.t()?)?;
+            match mode {
+                Mode::Train => crate::ops::softmax(&scores)?,
+                Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
+            }
         };
         if let Some(z) = probe {
             attn = attn.add(z.as_tensor())?;
         }
-        let o = crate::ops::bmm(&attn, &v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, n, d))?;
+        let o = if fused {
+            crate::ops::attention_apply(&attn, &qkv, h)?
+        } else {
+            let (_, _, v) = split_heads(&qkv, h, scale)?;
+            attn.matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, n, d))?
+        };
         let x = (x + blk.proj.forward(&o, mode)?)?;
         let y = blk.norm2.forward(&x, mode)?;
         let y = blk.fc1.forward(&y, mode)?;
