@@ -1,3 +1,4 @@
 //! Experiment drivers for the embedded benchmark: the synthetic shortcut dataset lives in [`synth`].
 
+pub mod demo;
 pub mod synth;

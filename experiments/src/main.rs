@@ -1,1 +1,26 @@
-fn main() {}
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "experiments",
+    about = "The paper's settings, the embedded benchmark, sweeps and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The embedded benchmark: the paper's effect on a CPU with no downloads.
+    Demo(experiments::demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Demo(a) => experiments::demo::run(&a),
+    }
+}

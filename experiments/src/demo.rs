@@ -1,0 +1,316 @@
+//! The embedded benchmark: the paper's problem in miniature, on a CPU, with no downloads.
+//!
+//! A small ViT is pretrained from scratch on a synthetic dataset with a planted background
+//! shortcut, then finetuned on 3 masked images per class with the relevance loss and, as the
+//! control, with plain cross-entropy. All three are evaluated on shifted test sets and on
+//! relevance/mask agreement. Every stage goes through the real `train` and `evaluate` code on
+//! data written in the real datasets' layouts; each stage's command line is printed.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::synth::{self, SynthConfig};
+
+/// The benchmark's settings, data in `experiments/settings/demo.json`.
+pub const DEMO_SETTINGS: &str = include_str!("../settings/demo.json");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DemoSettings {
+    pub model: ModelDims,
+    pub data: DataSettings,
+    pub pretrain: Stage,
+    pub finetune: FinetuneStage,
+    pub segmentation_images: usize,
+    pub variants: std::collections::BTreeMap<String, Variant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelDims {
+    pub img_size: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub mlp_hidden: usize,
+    pub num_classes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DataSettings {
+    pub size: usize,
+    pub classes: usize,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub grey_frac: f64,
+    pub finetune_per_class: usize,
+    pub finetune_val_per_class: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stage {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: String,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FinetuneStage {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: String,
+    pub batch_size: usize,
+    pub steps: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Variant {
+    pub patch_size: usize,
+    pub pretrain_epochs: usize,
+    pub seeds: Vec<u64>,
+}
+
+impl DemoSettings {
+    pub fn load() -> Self {
+        serde_json::from_str(DEMO_SETTINGS).expect("experiments/settings/demo.json is valid")
+    }
+
+    pub fn arch(&self, patch: usize) -> model::VitConfig {
+        let m = &self.model;
+        let mut c = model::VitConfig::vit(m.embed_dim, m.depth, m.num_heads, m.img_size, patch);
+        c.mlp_hidden = m.mlp_hidden;
+        c.num_classes = m.num_classes;
+        c
+    }
+
+    pub fn synth(&self, seed: u64) -> SynthConfig {
+        let d = &self.data;
+        SynthConfig {
+            size: d.size,
+            classes: d.classes,
+            n_train: d.n_train,
+            n_test: d.n_test,
+            grey_frac: d.grey_frac,
+            finetune_per_class: d.finetune_per_class,
+            finetune_val_per_class: d.finetune_val_per_class,
+            seed,
+        }
+    }
+}
+
+/// The three models of each seed.
+pub const MODELS: [&str; 3] = ["pretrained", "ce-finetuned", "rel-finetuned"];
+
+/// Options of `experiments demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// The short variant (patch 8, one seed, under two minutes): what CI runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Output folder for data, runs, tables and pictures.
+    #[arg(long, default_value = "results/demo")]
+    pub out: PathBuf,
+    /// Seeds to run (default: the variant's).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
+    /// Fewer training images (for tests); the default is the design's 4000.
+    #[arg(long, hide = true)]
+    pub n_train: Option<usize>,
+    /// Fewer test images per set (for tests); the default is the design's 1000.
+    #[arg(long, hide = true)]
+    pub n_test: Option<usize>,
+    /// Print the stage commands only.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs `train` in-process with these arguments, printing the equivalent command. A finished
+/// run is kept; an interrupted one is resumed.
+pub fn run_train(args: Vec<String>, out: &Path, dry_run: bool) -> Result<()> {
+    println!("$ cargo run --release -p train -- {}", args.join(" "));
+    if dry_run {
+        return Ok(());
+    }
+    let state = out.join("state.json");
+    let mut full = vec!["train".to_string()];
+    full.extend(args);
+    let mut a = <train::TrainArgs as clap::Parser>::try_parse_from(&full)?;
+    if let Ok(text) = std::fs::read_to_string(&state) {
+        let st: train::run::RunState = serde_json::from_str(&text)?;
+        if st.finished {
+            println!("  (already finished: {})", out.display());
+            return Ok(());
+        }
+        a.resume = Some(out.to_path_buf());
+    } else if out.join("config.json").exists() {
+        a.force = true;
+    }
+    train::execute(&a)?;
+    Ok(())
+}
+
+/// Training commands of one seed (pretraining, relevance finetune, CE finetune).
+pub fn stage_commands(
+    st: &DemoSettings,
+    v: &Variant,
+    seed: u64,
+    data: &Path,
+    runs: &Path,
+    arch: &Path,
+    device: &str,
+) -> Vec<(PathBuf, Vec<String>)> {
+    let pre = runs.join("pretrained");
+    let common = |out: &Path| -> Vec<String> {
+        vec![
+            "--arch".into(),
+            s(arch),
+            "--transform".into(),
+            "none".into(),
+            "--seed".into(),
+            seed.to_string(),
+            "--device".into(),
+            device.into(),
+            "--quiet".into(),
+            "--out".into(),
+            s(out),
+        ]
+    };
+    let mut pretrain = common(&pre);
+    pretrain.extend(
+        [
+            "--objective",
+            "ce",
+            "--train-folder",
+            &s(&data.join("train")),
+            "--lr",
+            &st.pretrain.lr.to_string(),
+            "--weight-decay",
+            &st.pretrain.weight_decay.to_string(),
+            "--schedule",
+            &st.pretrain.schedule,
+            "--batch-size",
+            &st.pretrain.batch_size.to_string(),
+            "--epochs",
+            &v.pretrain_epochs.to_string(),
+            "--vis-images",
+            "0",
+            "--log-every",
+            "10",
+        ]
+        .map(String::from),
+    );
+    let f = &st.finetune;
+    let per_epoch = (st.data.classes * st.data.finetune_per_class).div_ceil(f.batch_size);
+    let epochs = f.steps.div_ceil(per_epoch);
+    let finetune = |objective: &str, out: &Path| -> Vec<String> {
+        let mut a = common(out);
+        a.extend(
+            [
+                "--objective",
+                objective,
+                "--weights",
+                &s(&pre.join("last.safetensors")),
+                "--imagenet",
+                &s(&data.join("finetune/images")),
+                "--imagenet-s",
+                &s(&data.join("finetune/masks")),
+                "--val-imagenet",
+                &s(&data.join("finetune-val/images")),
+                "--val-imagenet-s",
+                &s(&data.join("finetune-val/masks")),
+                "--train-per-class",
+                &st.data.finetune_per_class.to_string(),
+                "--val-per-class",
+                &st.data.finetune_val_per_class.to_string(),
+                "--lr",
+                &f.lr.to_string(),
+                "--weight-decay",
+                &f.weight_decay.to_string(),
+                "--schedule",
+                &f.schedule,
+                "--batch-size",
+                &f.batch_size.to_string(),
+                "--epochs",
+                &epochs.to_string(),
+                "--max-steps",
+                &f.steps.to_string(),
+                "--vis-images",
+                "4",
+                "--vis-every",
+                "1000",
+                "--log-every",
+                "10",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    vec![
+        (pre.clone(), pretrain),
+        (
+            runs.join("rel-finetuned"),
+            finetune("relevance", &runs.join("rel-finetuned")),
+        ),
+        (
+            runs.join("ce-finetuned"),
+            finetune("ce", &runs.join("ce-finetuned")),
+        ),
+    ]
+}
+
+/// The benchmark, end to end.
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let st = DemoSettings::load();
+    let vname = if args.quick { "quick" } else { "full" };
+    let v = st
+        .variants
+        .get(vname)
+        .context("variant missing from demo.json")?
+        .clone();
+    let seeds = args.seeds.clone().unwrap_or_else(|| v.seeds.clone());
+    if seeds.is_empty() {
+        bail!("--seeds is empty");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let arch_path = args.out.join(format!("arch-p{}.json", v.patch_size));
+    std::fs::write(
+        &arch_path,
+        serde_json::to_string_pretty(&st.arch(v.patch_size))?,
+    )?;
+    for &seed in &seeds {
+        let mut sc = st.synth(seed);
+        if let Some(n) = args.n_train {
+            sc.n_train = n;
+        }
+        if let Some(n) = args.n_test {
+            sc.n_test = n;
+        }
+        let data = args.out.join("data").join(format!("seed-{seed}"));
+        let t = Instant::now();
+        if !args.dry_run {
+            synth::write_layout(&data, &sc)?;
+        }
+        println!(
+            "seed {seed}: data in {} ({:.1} s)",
+            data.display(),
+            t.elapsed().as_secs_f64()
+        );
+        let runs = args.out.join("runs").join(format!("{vname}-seed-{seed}"));
+        for (out, cmd) in stage_commands(&st, &v, seed, &data, &runs, &arch_path, &args.device) {
+            let t = Instant::now();
+            run_train(cmd, &out, args.dry_run)?;
+            println!("  {} ({:.1} s)", out.display(), t.elapsed().as_secs_f64());
+        }
+    }
+    println!("demo finished in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
