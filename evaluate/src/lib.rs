@@ -1,18 +1,49 @@
 //! Evaluation of RobustViT models: robustness accuracy, the segmentation test of
-//! relevance maps, result tables and charts.
+//! relevance maps, result tables, the comparison with published numbers and charts.
 //!
-//! The modules here do not depend on the model or the relevance code, so that the
-//! metrics can be checked against hand-computed values in isolation:
+//! [`run`] does what the `evaluate` binary does (the binary is a thin wrapper, so the
+//! experiment driver can call it in-process with an [`EvalArgs`] and print
+//! [`EvalArgs::shell_command`]).
+//!
+//! Datasets are found under `--data-root` by their conventional folder names
+//! ([`data::Benchmark::default_dir`]):
+//!
+//! | dataset | folder under the data root |
+//! |---|---|
+//! | `imagenet-val` | `imagenet/val` (1000 wnid folders) |
+//! | `imagenet-v2` | `imagenetv2-matched-frequency-format-val` (folders `0`..`999`) |
+//! | `imagenet-a` | `imagenet-a` (200 wnid folders) |
+//! | `imagenet-r` | `imagenet-r` (200 wnid folders) |
+//! | `imagenet-sketch` | `sketch` (1000 wnid folders) |
+//! | `objectnet` | `objectnet-1.0` (`images/<class>/`, `mappings/`) |
+//! | `si-score-location` / `-rotation` / `-size` | `si-score/object_location` / `object_rotation` / `object_size` |
+//! | `imagenet-seg` | `imagenet-segmentation/gtsegs_ijcv.mat` (or `gtsegs_ijcv.mat` at the root) |
+//!
+//! Modules:
 //!
 //! * [`metrics`] — pixel accuracy, mIoU, mAP of thresholded relevance maps, plus
 //!   relevance-mass accuracy and the pointing game;
 //! * [`topk`] — top-1 / top-5 accuracy with multi-target images and class masks;
 //! * [`mat`] — reader of ImageNet-Segmentation's `gtsegs_ijcv.mat` (HDF5);
 //! * [`results`] — keyed CSV tables merged idempotently and written atomically;
-//! * [`chart`] — grouped bar chart PNG.
+//! * [`chart`] — grouped bar chart PNG;
+//! * [`cli`] — the command line ([`EvalArgs`]);
+//! * [`plan`] — dataset discovery and each protocol's preprocessing;
+//! * [`seg`] — sources of the segmentation test;
+//! * [`paper`] — published numbers, the comparison table and the charts' content;
+//! * [`run`](mod@run) — the evaluation loop.
 
 pub mod chart;
+pub mod cli;
 pub mod mat;
 pub mod metrics;
+pub mod paper;
+pub mod plan;
 pub mod results;
+pub mod run;
+pub mod seg;
 pub mod topk;
+
+pub use cli::{Dtype, EvalArgs, FolderSpec, ModelSpec, ProtocolChoice, SegFolderSpec};
+pub use plan::Skipped;
+pub use run::{run, Planned, RunSummary};

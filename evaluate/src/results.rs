@@ -134,7 +134,9 @@ pub struct SegmentationRow {
     pub model: String,
     pub checkpoint: String,
     pub checkpoint_sha256: String,
-    /// Relevance method, e.g. `robustvit` (the paper's relevance map).
+    /// `imagenet-seg` (gtsegs_ijcv.mat) or the name of a `--seg-folder`.
+    pub dataset: String,
+    /// Relevance method, e.g. `relevance` (the paper's relevance map).
     pub explainer: String,
     pub images: u64,
     #[serde(serialize_with = "fmt3")]
@@ -156,6 +158,7 @@ impl TableRow for SegmentationRow {
         "model",
         "checkpoint",
         "checkpoint_sha256",
+        "dataset",
         "explainer",
         "images",
         "pixel_acc",
@@ -170,6 +173,7 @@ impl TableRow for SegmentationRow {
         vec![
             self.model.clone(),
             self.checkpoint.clone(),
+            self.dataset.clone(),
             self.explainer.clone(),
         ]
     }
@@ -373,6 +377,7 @@ mod tests {
             model: "m".into(),
             checkpoint: "c".into(),
             checkpoint_sha256: "s".into(),
+            dataset: "imagenet-seg".into(),
             explainer: "e".into(),
             images: 1,
             pixel_acc: 1.0,
@@ -491,13 +496,14 @@ mod tests {
     }
 
     #[test]
-    fn segmentation_table_keyed_by_explainer() {
+    fn segmentation_table_keyed_by_dataset_and_explainer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segmentation.csv");
         let row = |explainer: &str, miou: f64| SegmentationRow {
             model: "vit_base".into(),
             checkpoint: "pretrained".into(),
             checkpoint_sha256: "0123456789ab".into(),
+            dataset: "imagenet-seg".into(),
             explainer: explainer.into(),
             images: 4276,
             pixel_acc: 79.7,
@@ -515,8 +521,8 @@ mod tests {
         assert_eq!(
             text.lines().skip(1).collect::<Vec<_>>(),
             vec![
-                "vit_base,pretrained,0123456789ab,robustvit,4276,79.700,61.950,86.030,55.556,90.000,2024-01-01,abc",
-                "vit_base,pretrained,0123456789ab,rollout,4276,79.700,51.000,86.030,55.556,90.000,2024-01-01,abc",
+                "vit_base,pretrained,0123456789ab,imagenet-seg,robustvit,4276,79.700,61.950,86.030,55.556,90.000,2024-01-01,abc",
+                "vit_base,pretrained,0123456789ab,imagenet-seg,rollout,4276,79.700,51.000,86.030,55.556,90.000,2024-01-01,abc",
             ]
         );
     }

@@ -1,0 +1,598 @@
+//! Command line of the `evaluate` binary, also used in-process by the experiment driver
+//! (which builds an [`EvalArgs`], calls [`crate::run`] and prints
+//! [`EvalArgs::shell_command`] so that every number can be reproduced from a shell).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+use data::Benchmark;
+use relevance::Explainer;
+
+/// Long help: where the datasets are looked for.
+const AFTER_HELP: &str = "\
+Datasets are looked up under --data-root by their conventional folder names:
+  imagenet-val        imagenet/val                      (1000 wnid folders, n01440764/*.JPEG)
+  imagenet-v2         imagenetv2-matched-frequency-format-val (folders 0..999)
+  imagenet-a          imagenet-a                        (200 wnid folders)
+  imagenet-r          imagenet-r                        (200 wnid folders)
+  imagenet-sketch     sketch                            (1000 wnid folders)
+  objectnet           objectnet-1.0                     (images/<class>/*.png + mappings/)
+  si-score-location   si-score/object_location          (class-name folders)
+  si-score-rotation   si-score/object_rotation
+  si-score-size       si-score/object_size
+  imagenet-seg        imagenet-segmentation/gtsegs_ijcv.mat (or gtsegs_ijcv.mat at the root)
+Each can be pointed elsewhere with its own flag (--imagenet-a PATH, ...). With --suite all,
+robustness or segmentation a dataset that is not there is reported and skipped; a dataset asked
+for by name (or by its own flag) must exist.
+
+Suites: all, robustness (the nine classification sets), segmentation (imagenet-seg), si-score
+(its three subsets), or dataset names, comma separated. Without --suite: all, unless --folder or
+--seg-folder is given, in which case only those run.
+
+Outputs in --out: robustness.csv, segmentation.csv (merged: a re-run replaces its rows),
+paper_table.md / paper_table.csv (our numbers beside the paper's and timm's), and
+chart_<model>_<protocol>.png (top-1 per dataset, one bar per checkpoint).";
+
+/// Which label protocol(s) to score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolChoice {
+    /// RobustViT's code: argmax over 1000 classes, 0.5/0.5, Resize 256 + CenterCrop 224,
+    /// ObjectNet's first mapped class, no border crop.
+    Paper,
+    /// Each benchmark's own protocol and each model's own preprocessing.
+    Official,
+    Both,
+}
+
+impl ProtocolChoice {
+    /// The protocols to run, paper first.
+    pub fn protocols(self) -> Vec<data::Protocol> {
+        match self {
+            Self::Paper => vec![data::Protocol::Paper],
+            Self::Official => vec![data::Protocol::Official],
+            Self::Both => vec![data::Protocol::Paper, data::Protocol::Official],
+        }
+    }
+}
+
+/// Inference precision. The model crate keeps its weights in f32 and has no reduced-precision
+/// path, and candle does not mix dtypes within an op, so only f32 is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    F32,
+}
+
+/// `--folder NAME=PATH`: an extra classification set in ImageNet-val layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl FromStr for FolderSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, path) = split_named(s, "NAME=PATH")?;
+        Ok(Self {
+            name,
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+impl std::fmt::Display for FolderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.path.display())
+    }
+}
+
+/// `--seg-folder NAME=IMAGES_DIR:MASKS_DIR`: images with ImageNet-S-encoded masks of the same
+/// relative path and stem (`IMAGES_DIR/<wnid>/x.png` ↔ `MASKS_DIR/<wnid>/x.png`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegFolderSpec {
+    pub name: String,
+    pub images: PathBuf,
+    pub masks: PathBuf,
+}
+
+impl FromStr for SegFolderSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, dirs) = split_named(s, "NAME=IMAGES_DIR:MASKS_DIR")?;
+        // The last colon separates the two folders, so IMAGES_DIR may hold one (C:\...).
+        let (images, masks) = dirs
+            .rsplit_once(':')
+            .filter(|(i, m)| !i.is_empty() && !m.is_empty())
+            .ok_or_else(|| format!("`{s}`: expected NAME=IMAGES_DIR:MASKS_DIR"))?;
+        Ok(Self {
+            name,
+            images: PathBuf::from(images),
+            masks: PathBuf::from(masks),
+        })
+    }
+}
+
+impl std::fmt::Display for SegFolderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}={}:{}",
+            self.name,
+            self.images.display(),
+            self.masks.display()
+        )
+    }
+}
+
+fn split_named(s: &str, form: &str) -> Result<(String, String), String> {
+    let (name, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected {form}"))?;
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        return Err(format!(
+            "`{name}`: a dataset name is letters, digits, `-`, `_` or `.` (it becomes a CSV value and a file name)"
+        ));
+    }
+    if rest.is_empty() {
+        return Err(format!("`{s}`: expected {form}"));
+    }
+    Ok((name.to_owned(), rest.to_owned()))
+}
+
+fn parse_explainer(s: &str) -> Result<Explainer, String> {
+    s.parse::<Explainer>().map_err(|e| e.to_string())
+}
+
+/// Everything one evaluation needs; `evaluate --help` documents each field.
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(
+    name = "evaluate",
+    about = "Robustness accuracy and relevance segmentation tests of RobustViT models, into merged CSV tables, a paper comparison table and charts",
+    after_help = AFTER_HELP
+)]
+pub struct EvalArgs {
+    /// What to run: all, robustness, segmentation, si-score, or dataset names (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub suite: Vec<String>,
+    /// Model name (vit-base, vit-large, augreg-small, augreg-base, augreg-large, deit-small,
+    /// deit-base or an alias). Repeat it, paired in order with --checkpoint, to evaluate several.
+    #[arg(long)]
+    pub model: Vec<String>,
+    /// Weights: a .safetensors file, a folder with model.safetensors (+ config.json), a hub
+    /// id[@revision], or `pretrained` for the model's original weights. One per --model, or
+    /// several for a single --model. Without it, the original weights.
+    #[arg(long)]
+    pub checkpoint: Vec<String>,
+    /// paper, official or both (paper: RobustViT's evaluation code; official: what the rest
+    /// of the field reports).
+    #[arg(long, value_enum, default_value_t = ProtocolChoice::Both)]
+    pub protocol: ProtocolChoice,
+    /// Folder holding the datasets under their conventional names (see below).
+    #[arg(long, default_value = "data")]
+    pub data_root: PathBuf,
+    /// ImageNet val (default: DATA_ROOT/imagenet/val).
+    #[arg(long)]
+    pub imagenet_val: Option<PathBuf>,
+    /// ImageNet-v2 (default: DATA_ROOT/imagenetv2-matched-frequency-format-val).
+    #[arg(long)]
+    pub imagenet_v2: Option<PathBuf>,
+    /// ImageNet-A (default: DATA_ROOT/imagenet-a).
+    #[arg(long)]
+    pub imagenet_a: Option<PathBuf>,
+    /// ImageNet-R (default: DATA_ROOT/imagenet-r).
+    #[arg(long)]
+    pub imagenet_r: Option<PathBuf>,
+    /// ImageNet-Sketch (default: DATA_ROOT/sketch).
+    #[arg(long)]
+    pub imagenet_sketch: Option<PathBuf>,
+    /// ObjectNet: the objectnet-1.0 folder or its images/ folder (default: DATA_ROOT/objectnet-1.0).
+    #[arg(long)]
+    pub objectnet: Option<PathBuf>,
+    /// SI-Score location (default: DATA_ROOT/si-score/object_location).
+    #[arg(long)]
+    pub si_score_location: Option<PathBuf>,
+    /// SI-Score rotation (default: DATA_ROOT/si-score/object_rotation).
+    #[arg(long)]
+    pub si_score_rotation: Option<PathBuf>,
+    /// SI-Score size (default: DATA_ROOT/si-score/object_size).
+    #[arg(long)]
+    pub si_score_size: Option<PathBuf>,
+    /// ImageNet-Segmentation's gtsegs_ijcv.mat (default:
+    /// DATA_ROOT/imagenet-segmentation/gtsegs_ijcv.mat, or DATA_ROOT/gtsegs_ijcv.mat).
+    #[arg(long)]
+    pub imagenet_seg: Option<PathBuf>,
+    /// Extra classification set NAME=PATH in ImageNet-val layout (<wnid>/<image>), labels from
+    /// the wnid folder names; images are resized to the model's input size. Repeatable.
+    #[arg(long = "folder")]
+    pub folders: Vec<FolderSpec>,
+    /// Extra segmentation test NAME=IMAGES_DIR:MASKS_DIR with ImageNet-S-encoded PNG masks
+    /// (id = R + 256·G; 0 and 1000 are background) of the same relative path. Repeatable.
+    #[arg(long = "seg-folder")]
+    pub seg_folders: Vec<SegFolderSpec>,
+    /// Explainers of the segmentation test (default: all of relevance, raw-attention,
+    /// rollout, grad-cam).
+    #[arg(long, value_delimiter = ',', value_parser = parse_explainer)]
+    pub explainer: Vec<Explainer>,
+    /// Output folder of the tables and charts.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Validate the datasets and weights and print what would run, without evaluating.
+    #[arg(long)]
+    pub check: bool,
+    /// At most N images per dataset (spread evenly over the sorted list), for quick trials.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Images per forward pass of the classification suites.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Images per relevance computation of the segmentation test (it keeps every block's
+    /// attention and its gradient).
+    #[arg(long, default_value_t = 8)]
+    pub seg_batch_size: usize,
+    /// Image decoding threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Inference precision; only f32 (the model crate has no reduced-precision path).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+    /// The paper's numbers to compare with (default: the copy of
+    /// experiments/settings/paper_results.csv built into the binary).
+    #[arg(long)]
+    pub paper_results: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Default for EvalArgs {
+    fn default() -> Self {
+        Self::parse_from(["evaluate"])
+    }
+}
+
+/// One model to evaluate: a paper model name and/or a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: Option<String>,
+    /// None: the model's original weights from the hub.
+    pub checkpoint: Option<String>,
+}
+
+impl EvalArgs {
+    /// Pairs `--model` and `--checkpoint`: equal counts pair in order, one model takes every
+    /// checkpoint, no checkpoint means the original weights, no model means the architecture
+    /// comes from the `config.json` beside each checkpoint.
+    pub fn model_specs(&self) -> Result<Vec<ModelSpec>, String> {
+        let ckpt = |c: &String| -> Option<String> { (c != "pretrained").then(|| c.clone()) };
+        let (m, c) = (&self.model, &self.checkpoint);
+        let specs: Vec<ModelSpec> = match (m.len(), c.len()) {
+            (0, 0) => {
+                return Err(
+                    "nothing to evaluate: give --model NAME and/or --checkpoint WEIGHTS".into(),
+                )
+            }
+            (_, 0) => m
+                .iter()
+                .map(|n| ModelSpec {
+                    name: Some(n.clone()),
+                    checkpoint: None,
+                })
+                .collect(),
+            (0, _) => c
+                .iter()
+                .map(|c| ModelSpec {
+                    name: None,
+                    checkpoint: ckpt(c),
+                })
+                .collect(),
+            (1, _) => c
+                .iter()
+                .map(|c| ModelSpec {
+                    name: Some(m[0].clone()),
+                    checkpoint: ckpt(c),
+                })
+                .collect(),
+            (a, b) if a == b => m
+                .iter()
+                .zip(c)
+                .map(|(n, c)| ModelSpec {
+                    name: Some(n.clone()),
+                    checkpoint: ckpt(c),
+                })
+                .collect(),
+            (a, b) => {
+                return Err(format!(
+                    "{a} --model but {b} --checkpoint: give one checkpoint per model (in order; \
+                     `pretrained` for the original weights), or one model for all checkpoints"
+                ))
+            }
+        };
+        if specs
+            .iter()
+            .any(|s| s.name.is_none() && s.checkpoint.is_none())
+        {
+            return Err(
+                "--checkpoint pretrained needs a --model: which model's original weights?".into(),
+            );
+        }
+        Ok(specs)
+    }
+
+    /// The per-dataset path flag of a benchmark, if given.
+    pub fn benchmark_path(&self, b: Benchmark) -> Option<&PathBuf> {
+        match b {
+            Benchmark::ImageNetVal => self.imagenet_val.as_ref(),
+            Benchmark::ImageNetV2 => self.imagenet_v2.as_ref(),
+            Benchmark::ImageNetA => self.imagenet_a.as_ref(),
+            Benchmark::ImageNetR => self.imagenet_r.as_ref(),
+            Benchmark::Sketch => self.imagenet_sketch.as_ref(),
+            Benchmark::ObjectNet => self.objectnet.as_ref(),
+            Benchmark::SiScoreLocation => self.si_score_location.as_ref(),
+            Benchmark::SiScoreRotation => self.si_score_rotation.as_ref(),
+            Benchmark::SiScoreSize => self.si_score_size.as_ref(),
+        }
+    }
+
+    /// The explainers of the segmentation test (all when none is given).
+    pub fn explainers(&self) -> Vec<Explainer> {
+        if self.explainer.is_empty() {
+            Explainer::ALL.to_vec()
+        } else {
+            self.explainer.clone()
+        }
+    }
+
+    /// The arguments (after the program name) that reproduce these settings; defaults are
+    /// left out. `EvalArgs::parse_from(["evaluate"].chain(args))` gives `self` back.
+    pub fn to_args(&self) -> Vec<String> {
+        let d = Self::default();
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |flag: &str, v: String| {
+            a.push(format!("--{flag}"));
+            a.push(v);
+        };
+        if !self.suite.is_empty() {
+            push("suite", self.suite.join(","));
+        }
+        for m in &self.model {
+            push("model", m.clone());
+        }
+        for c in &self.checkpoint {
+            push("checkpoint", c.clone());
+        }
+        if self.protocol != d.protocol {
+            push(
+                "protocol",
+                self.protocol
+                    .to_possible_value()
+                    .expect("no skipped variants")
+                    .get_name()
+                    .to_owned(),
+            );
+        }
+        if self.data_root != d.data_root {
+            push("data-root", self.data_root.display().to_string());
+        }
+        let paths = [
+            ("imagenet-val", &self.imagenet_val),
+            ("imagenet-v2", &self.imagenet_v2),
+            ("imagenet-a", &self.imagenet_a),
+            ("imagenet-r", &self.imagenet_r),
+            ("imagenet-sketch", &self.imagenet_sketch),
+            ("objectnet", &self.objectnet),
+            ("si-score-location", &self.si_score_location),
+            ("si-score-rotation", &self.si_score_rotation),
+            ("si-score-size", &self.si_score_size),
+            ("imagenet-seg", &self.imagenet_seg),
+        ];
+        for (flag, p) in paths {
+            if let Some(p) = p {
+                push(flag, p.display().to_string());
+            }
+        }
+        for f in &self.folders {
+            push("folder", f.to_string());
+        }
+        for f in &self.seg_folders {
+            push("seg-folder", f.to_string());
+        }
+        if !self.explainer.is_empty() {
+            let names: Vec<&str> = self.explainer.iter().map(|e| e.name()).collect();
+            push("explainer", names.join(","));
+        }
+        if self.out != d.out {
+            push("out", self.out.display().to_string());
+        }
+        if let Some(n) = self.limit {
+            push("limit", n.to_string());
+        }
+        if self.batch_size != d.batch_size {
+            push("batch-size", self.batch_size.to_string());
+        }
+        if self.seg_batch_size != d.seg_batch_size {
+            push("seg-batch-size", self.seg_batch_size.to_string());
+        }
+        if self.threads != d.threads {
+            push("threads", self.threads.to_string());
+        }
+        if self.device != d.device {
+            push("device", self.device.clone());
+        }
+        if let Some(p) = &self.paper_results {
+            push("paper-results", p.display().to_string());
+        }
+        if self.check {
+            a.push("--check".into());
+        }
+        if self.quiet {
+            a.push("--quiet".into());
+        }
+        a
+    }
+
+    /// The shell command that runs this evaluation from the workspace root.
+    pub fn shell_command(&self) -> String {
+        let mut s = String::from("cargo run --release -p evaluate --");
+        for a in self.to_args() {
+            s.push(' ');
+            s.push_str(&shell_quote(&a));
+        }
+        s
+    }
+}
+
+/// POSIX single-quoting where needed.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> EvalArgs {
+        EvalArgs::try_parse_from(std::iter::once("evaluate").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn model_checkpoint_pairing() {
+        let spec = |n: Option<&str>, c: Option<&str>| ModelSpec {
+            name: n.map(String::from),
+            checkpoint: c.map(String::from),
+        };
+        let a = parse(&["--model", "ar-b"]);
+        assert_eq!(a.model_specs().unwrap(), vec![spec(Some("ar-b"), None)]);
+        let a = parse(&[
+            "--model",
+            "ar-b",
+            "--checkpoint",
+            "pretrained",
+            "--checkpoint",
+            "run/best.safetensors",
+        ]);
+        assert_eq!(
+            a.model_specs().unwrap(),
+            vec![
+                spec(Some("ar-b"), None),
+                spec(Some("ar-b"), Some("run/best.safetensors"))
+            ]
+        );
+        let a = parse(&[
+            "--model",
+            "vit-b",
+            "--checkpoint",
+            "a",
+            "--model",
+            "deit-s",
+            "--checkpoint",
+            "b",
+        ]);
+        assert_eq!(
+            a.model_specs().unwrap(),
+            vec![
+                spec(Some("vit-b"), Some("a")),
+                spec(Some("deit-s"), Some("b"))
+            ]
+        );
+        let a = parse(&["--checkpoint", "runs/x"]);
+        assert_eq!(a.model_specs().unwrap(), vec![spec(None, Some("runs/x"))]);
+        let a = parse(&[
+            "--model",
+            "a",
+            "--model",
+            "b",
+            "--checkpoint",
+            "x",
+            "--checkpoint",
+            "y",
+            "--checkpoint",
+            "z",
+        ]);
+        assert!(a.model_specs().unwrap_err().contains("2 --model but 3"));
+        assert!(parse(&[]).model_specs().is_err());
+        assert!(parse(&["--checkpoint", "pretrained"])
+            .model_specs()
+            .unwrap_err()
+            .contains("needs a --model"));
+    }
+
+    #[test]
+    fn folder_specs_parse() {
+        let f: FolderSpec = "bench=/tmp/x/test".parse().unwrap();
+        assert_eq!(f.name, "bench");
+        assert_eq!(f.path, PathBuf::from("/tmp/x/test"));
+        let s: SegFolderSpec = "id=/d/id:/d/id-masks".parse().unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.images.to_str(), s.masks.to_str()),
+            ("id", Some("/d/id"), Some("/d/id-masks"))
+        );
+        assert!("nopath".parse::<FolderSpec>().is_err());
+        assert!("a b=/x".parse::<FolderSpec>().is_err());
+        assert!("x=/only-one".parse::<SegFolderSpec>().is_err());
+    }
+
+    #[test]
+    fn args_round_trip_through_the_shell_command() {
+        let a = parse(&[
+            "--suite",
+            "imagenet-a,objectnet",
+            "--model",
+            "ar-b",
+            "--checkpoint",
+            "pretrained",
+            "--checkpoint",
+            "my run/best.safetensors",
+            "--protocol",
+            "official",
+            "--folder",
+            "id=/b/id",
+            "--seg-folder",
+            "id=/b/id:/b/id-masks",
+            "--explainer",
+            "relevance,rollout",
+            "--limit",
+            "10",
+            "--out",
+            "/tmp/o",
+            "--quiet",
+            "--device",
+            "cpu",
+        ]);
+        let back =
+            EvalArgs::try_parse_from(std::iter::once("evaluate".to_string()).chain(a.to_args()))
+                .unwrap();
+        assert_eq!(back, a);
+        let cmd = a.shell_command();
+        assert!(
+            cmd.starts_with("cargo run --release -p evaluate -- --suite imagenet-a,objectnet"),
+            "{cmd}"
+        );
+        assert!(
+            cmd.contains("--checkpoint 'my run/best.safetensors'"),
+            "{cmd}"
+        );
+        assert_eq!(EvalArgs::default().to_args(), Vec::<String>::new());
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn only_f32_is_offered() {
+        assert!(EvalArgs::try_parse_from(["evaluate", "--dtype", "bf16"]).is_err());
+        assert_eq!(parse(&["--dtype", "f32"]).dtype, Dtype::F32);
+    }
+}

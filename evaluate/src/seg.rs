@@ -1,0 +1,238 @@
+//! Sources of the segmentation test: ImageNet-Segmentation's `gtsegs_ijcv.mat` and folders
+//! of images with ImageNet-S-encoded masks, both preprocessed as the reference test does
+//! (robustvit.md §5): the image resized to exactly the model's input size (PIL bilinear, aspect
+//! not kept) and normalised with mean = std = 0.5, the mask resized with nearest neighbour.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use data::check::has_image_extension;
+use data::imagenet_s::decode_mask;
+use data::loader::Item;
+use data::preprocess::{decode_rgb, segtest_transform, Normalization, Plane};
+use data::{DataError, SampleSource};
+use image::GrayImage;
+
+use crate::mat::GtSegs;
+
+/// The normalisation of the reference segmentation test, for every model.
+pub const SEG_NORM: Normalization = Normalization::HALF;
+
+fn item(image: Vec<f32>, mask: Plane, size: u32, path: PathBuf) -> Item {
+    Item {
+        image,
+        mask: Some(mask.data),
+        height: size,
+        width: size,
+        label: 0,
+        targets: vec![0],
+        path,
+    }
+}
+
+/// Nearest-neighbour resize of a 0/1 mask to `size`×`size` (torch `interpolate(mode='nearest')`).
+pub fn mask_to_size(mask: &GrayImage, size: u32) -> Plane {
+    let plane = Plane::new(
+        mask.width(),
+        mask.height(),
+        mask.as_raw().iter().map(|&v| f32::from(v)).collect(),
+    );
+    plane.resize_nearest(size, size)
+}
+
+/// `gtsegs_ijcv.mat` as a loader source, sharing one open file between models. The HDF5
+/// library serialises its calls, so parallel loads are safe; they only overlap the resizing.
+pub struct GtSegsSource {
+    pub gtsegs: Arc<GtSegs>,
+    /// Entries to use (all, or a `--limit` subset).
+    pub indices: Vec<usize>,
+    pub size: u32,
+}
+
+impl SampleSource for GtSegsSource {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn load(&self, index: usize) -> data::Result<Item> {
+        let entry = self.indices[index];
+        let s = self.gtsegs.get(entry).map_err(|e| DataError::Decode {
+            path: self.path(index),
+            reason: e.to_string(),
+        })?;
+        let image = segtest_transform(&s.image, self.size, &SEG_NORM);
+        Ok(item(
+            image,
+            mask_to_size(&s.mask, self.size),
+            self.size,
+            self.path(index),
+        ))
+    }
+
+    fn path(&self, index: usize) -> PathBuf {
+        PathBuf::from(format!(
+            "{}#{}",
+            self.gtsegs.path().display(),
+            self.indices[index]
+        ))
+    }
+}
+
+/// An image and the mask of the same stem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegPair {
+    pub image: PathBuf,
+    pub mask: PathBuf,
+}
+
+/// What [`list_seg_folder`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegFolder {
+    /// Pairs in sorted path order.
+    pub pairs: Vec<SegPair>,
+    /// Images without a mask (skipped).
+    pub missing_masks: Vec<PathBuf>,
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| DataError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if has_image_extension(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Pairs every image under `images` (recursively, sorted) with
+/// `masks/<same relative folder>/<same stem>.png`.
+pub fn list_seg_folder(images: &Path, masks: &Path) -> Result<SegFolder, DataError> {
+    for (what, dir) in [("images", images), ("masks", masks)] {
+        if !dir.is_dir() {
+            return Err(DataError::Layout {
+                dataset: "segmentation folder".into(),
+                root: dir.to_owned(),
+                problem: format!("the {what} folder does not exist"),
+                expected: "IMAGES_DIR/<class>/<stem>.<png|jpg> with MASKS_DIR/<class>/<stem>.png \
+                           (ImageNet-S encoding: id = R + 256·G)"
+                    .into(),
+            });
+        }
+    }
+    let mut files = Vec::new();
+    walk(images, &mut files)?;
+    let mut out = SegFolder::default();
+    for image in files {
+        let rel = image.strip_prefix(images).unwrap_or(&image);
+        let mask = masks.join(rel).with_extension("png");
+        if mask.is_file() {
+            out.pairs.push(SegPair { image, mask });
+        } else {
+            out.missing_masks.push(image);
+        }
+    }
+    Ok(out)
+}
+
+/// A listed segmentation folder as a loader source.
+pub struct SegFolderSource {
+    pub pairs: Vec<SegPair>,
+    pub size: u32,
+}
+
+impl SampleSource for SegFolderSource {
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    fn load(&self, index: usize) -> data::Result<Item> {
+        let p = &self.pairs[index];
+        let img = decode_rgb(&p.image)?;
+        let m = decode_mask(&p.mask)?.binary;
+        if (m.width, m.height) != img.dimensions() {
+            return Err(DataError::BadMask {
+                path: p.mask.clone(),
+                reason: format!(
+                    "size {}x{} differs from its image {} ({}x{})",
+                    m.width,
+                    m.height,
+                    p.image.display(),
+                    img.width(),
+                    img.height()
+                ),
+            });
+        }
+        let image = segtest_transform(&img, self.size, &SEG_NORM);
+        Ok(item(
+            image,
+            m.resize_nearest(self.size, self.size),
+            self.size,
+            p.image.clone(),
+        ))
+    }
+
+    fn path(&self, index: usize) -> PathBuf {
+        self.pairs[index].image.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_mask_resize_keeps_values_and_same_size_is_identity() {
+        let m = GrayImage::from_fn(4, 2, |x, _| image::Luma([u8::from(x >= 2)]));
+        assert_eq!(
+            mask_to_size(&m, 2).data,
+            vec![0.0, 1.0, 0.0, 1.0],
+            "source index floor(d * 4/2) for x, floor(d * 2/2) for y"
+        );
+        let m = GrayImage::from_fn(3, 3, |x, y| image::Luma([u8::from(x == y)]));
+        assert_eq!(
+            mask_to_size(&m, 3).data,
+            vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn seg_folder_pairs_by_relative_stem() {
+        let d = tempfile::tempdir().unwrap();
+        let (imgs, masks) = (d.path().join("set"), d.path().join("set-masks"));
+        for p in ["n1/a.png", "n1/b.jpg", "n2/c.png"] {
+            let f = imgs.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, b"x").unwrap();
+        }
+        std::fs::write(imgs.join("n1/notes.txt"), b"x").unwrap();
+        for p in ["n1/a.png", "n1/b.png"] {
+            let f = masks.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, b"x").unwrap();
+        }
+        let l = list_seg_folder(&imgs, &masks).unwrap();
+        assert_eq!(
+            l.pairs,
+            vec![
+                SegPair {
+                    image: imgs.join("n1/a.png"),
+                    mask: masks.join("n1/a.png")
+                },
+                SegPair {
+                    image: imgs.join("n1/b.jpg"),
+                    mask: masks.join("n1/b.png")
+                },
+            ]
+        );
+        assert_eq!(l.missing_masks, vec![imgs.join("n2/c.png")]);
+        let e = list_seg_folder(&imgs, &d.path().join("nope")).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}
