@@ -1,4 +1,5 @@
 //! Experiment drivers for the embedded benchmark: the synthetic shortcut dataset lives in [`synth`].
 
+pub mod bench;
 pub mod demo;
 pub mod synth;

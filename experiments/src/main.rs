@@ -17,10 +17,13 @@ struct Cli {
 enum Cmd {
     /// The embedded benchmark: the paper's effect on a CPU with no downloads.
     Demo(experiments::demo::DemoArgs),
+    /// Speed and memory against the PyTorch reference in the same run.
+    Bench(experiments::bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo(a) => experiments::demo::run(&a),
+        Cmd::Bench(a) => experiments::bench::run(&a),
     }
 }
