@@ -265,6 +265,76 @@ pub fn stage_commands(
     ]
 }
 
+/// Runs `evaluate` in-process with these arguments, printing the equivalent command.
+pub fn run_eval(args: Vec<String>, dry_run: bool) -> Result<evaluate::RunSummary> {
+    let mut full = vec!["evaluate".to_string()];
+    full.extend(args);
+    let a = <evaluate::EvalArgs as clap::Parser>::try_parse_from(&full)?;
+    println!("$ {}", a.shell_command());
+    if dry_run {
+        return Ok(evaluate::RunSummary::default());
+    }
+    evaluate::run(&a)
+}
+
+/// Evaluation commands of one seed: accuracy on every test set, then relevance/mask agreement
+/// on `segmentation_images` images of the id and bg_swap sets.
+pub fn eval_commands(
+    st: &DemoSettings,
+    data: &Path,
+    runs: &Path,
+    out: &Path,
+    device: &str,
+) -> Vec<Vec<String>> {
+    let mut common = vec![];
+    for m in ["pretrained", "ce-finetuned", "rel-finetuned"] {
+        common.push("--checkpoint".to_string());
+        common.push(s(&runs.join(m).join("last.safetensors")));
+    }
+    common.extend(
+        [
+            "--protocol",
+            "paper",
+            "--device",
+            device,
+            "--quiet",
+            "--out",
+            &s(out),
+        ]
+        .map(String::from),
+    );
+    let mut acc = common.clone();
+    for set in synth::TestSet::ALL {
+        acc.push("--folder".into());
+        acc.push(format!(
+            "{}={}",
+            set.name(),
+            s(&data.join("test").join(set.name()))
+        ));
+    }
+    let mut seg = common;
+    for set in [synth::TestSet::Id, synth::TestSet::BgSwap] {
+        let t = data.join("test");
+        seg.push("--seg-folder".into());
+        seg.push(format!(
+            "{}={}:{}",
+            set.name(),
+            s(&t.join(set.name())),
+            s(&t.join(format!("{}-masks", set.name())))
+        ));
+    }
+    seg.extend(
+        [
+            "--explainer",
+            "relevance",
+            "--limit",
+            &st.segmentation_images.to_string(),
+        ]
+        .map(String::from),
+    );
+    vec![acc, seg]
+}
+
 /// The benchmark, end to end.
 pub fn run(args: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
@@ -310,7 +380,22 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             run_train(cmd, &out, args.dry_run)?;
             println!("  {} ({:.1} s)", out.display(), t.elapsed().as_secs_f64());
         }
+        let t = Instant::now();
+        let eval_out = args.out.join("eval").join(format!("{vname}-seed-{seed}"));
+        for cmd in eval_commands(&st, &data, &runs, &eval_out, &args.device) {
+            run_eval(cmd, args.dry_run)?;
+        }
+        println!("  evaluation ({:.1} s)", t.elapsed().as_secs_f64());
     }
-    println!("demo finished in {:.1} s", t0.elapsed().as_secs_f64());
+    if args.dry_run {
+        return Ok(());
+    }
+    let summary = crate::demo_report::write(&args.out, vname, &seeds, t0.elapsed().as_secs_f64())?;
+    println!("\n{summary}");
+    println!(
+        "demo finished in {:.1} s; tables and pictures in {}",
+        t0.elapsed().as_secs_f64(),
+        args.out.display()
+    );
     Ok(())
 }

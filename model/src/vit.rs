@@ -300,7 +300,8 @@ impl Vit {
     }
 
     /// A randomly initialised model (timm's scheme: truncated normal std 0.02 for linear
-    /// weights and the position embedding, zero biases, unit LayerNorm gains), reproducible
+    /// weights and the position embedding, zero biases, unit LayerNorm gains, PyTorch's default
+    /// for the patch convolution), reproducible
     /// from `seed` on every device.
     pub fn random(cfg: &VitConfig, seed: u64, device: &Device) -> Result<Self> {
         use rand::{Rng, SeedableRng};
@@ -309,7 +310,15 @@ impl Vit {
         let mut tensors = BTreeMap::new();
         for (name, shape) in expected_shapes(cfg) {
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = if name.ends_with(".bias") {
+            let data: Vec<f32> = if name.starts_with("patch_embed.") {
+                // timm leaves the patch convolution at PyTorch's default init:
+                // U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+                let fan_in = (cfg.in_chans * cfg.patch_size * cfg.patch_size) as f32;
+                let bound = 1.0 / fan_in.sqrt();
+                (0..n)
+                    .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * bound)
+                    .collect()
+            } else if name.ends_with(".bias") {
                 vec![0.0; n]
             } else if name.contains("norm") {
                 vec![1.0; n]

@@ -283,13 +283,27 @@ pub fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, total_steps: 
                     .powi((epoch / cfg.lr_decay_every.max(1)) as i32)
         }
         Schedule::Onecycle => {
-            let warm = (total_steps as f64 * 0.1).max(1.0);
+            // PyTorch's OneCycleLR (cosine annealing both ways, div_factor 25,
+            // final_div_factor 1e4) with a 10 % warm-up, as the embedded benchmark's design.
+            let (initial, min) = (cfg.lr / 25.0, cfg.lr / 25.0 / 1e4);
+            let warm_end = 0.1 * total_steps as f64 - 1.0;
+            let last = total_steps as f64 - 1.0;
+            let anneal = |a: f64, b: f64, pct: f64| {
+                b + (a - b) / 2.0 * (1.0 + (std::f64::consts::PI * pct).cos())
+            };
             let s = step as f64;
-            if s < warm {
-                cfg.lr * (s + 1.0) / warm
+            if s <= warm_end {
+                anneal(
+                    initial,
+                    cfg.lr,
+                    if warm_end > 0.0 { s / warm_end } else { 1.0 },
+                )
             } else {
-                let p = ((s - warm) / (total_steps as f64 - warm).max(1.0)).min(1.0);
-                cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+                anneal(
+                    cfg.lr,
+                    min,
+                    ((s - warm_end) / (last - warm_end).max(1e-9)).min(1.0),
+                )
             }
         }
     }
