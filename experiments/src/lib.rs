@@ -2,4 +2,6 @@
 
 pub mod bench;
 pub mod demo;
+pub mod demo_report;
+pub mod paper;
 pub mod synth;

@@ -19,11 +19,16 @@ enum Cmd {
     Demo(experiments::demo::DemoArgs),
     /// Speed and memory against the PyTorch reference in the same run.
     Bench(experiments::bench::BenchArgs),
+    /// The whole reproduction: finetune the paper's models, evaluate original and finetuned
+    /// weights, regenerate paper_table.md and the charts (or print the jobs for a cluster).
+    #[command(after_help = experiments::paper::AFTER_HELP)]
+    Paper(experiments::paper::PaperArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo(a) => experiments::demo::run(&a),
         Cmd::Bench(a) => experiments::bench::run(&a),
+        Cmd::Paper(a) => experiments::paper::run(&a),
     }
 }

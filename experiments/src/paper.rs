@@ -1,0 +1,500 @@
+//! `experiments paper`: the whole reproduction in one command.
+//!
+//! For each of the paper's models: finetune it with its paper settings (`train`), evaluate its
+//! original weights and its finetuned `best.safetensors` on every suite (`evaluate`), then merge
+//! the evaluations into one set of tables (`paper_table.md`, the CSVs, the charts).
+//!
+//! Every step is a (model, step) cell that is also a self-contained shell command, so the same
+//! work can be listed with `--print-jobs` and spread over a cluster. Each evaluation writes into
+//! its own folder, `<out>/cells/<model>-<original|finetuned>`, because `evaluate` merges its
+//! CSVs by read-modify-rename: two evaluations running at the same time into one folder would
+//! drop each other's rows. The last job merges the cells (idempotently, so re-running it or any
+//! other job is harmless) and redraws the tables from the whole result files.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+use evaluate::cli::shell_quote;
+use evaluate::results::{self, RobustnessRow, SegmentationRow};
+use evaluate::{EvalArgs, ProtocolChoice};
+
+/// Long help of `experiments paper`.
+pub const AFTER_HELP: &str = "\
+Data under --data-root (conventional names; --imagenet / --imagenet-s point elsewhere):
+  finetuning images   imagenet/train (<wnid>/*.JPEG), or else ImageNetS919/train-semi
+  finetuning masks    ImageNetS919/train-semi-segmentation
+  evaluation sets     as `evaluate --help` lists (imagenet/val, imagenet-a, ..., a missing one
+                      is reported and skipped)
+
+Outputs in --out: runs/<model>/ (the training runs), cells/<model>-original/ and
+cells/<model>-finetuned/ (one evaluation each), and, merged from the cells, robustness.csv,
+segmentation.csv, paper_table.md / paper_table.csv and chart_<model>_<protocol>.png.
+
+A finished run is kept and an interrupted one resumed, so the command can simply be run again.
+
+--print-jobs prints the same work as one shell command per line, to run from the workspace root
+in three waves:
+  1. the `cargo run --release -p train` lines (one per model; independent of each other),
+  2. the `cargo run --release -p evaluate` lines (independent of each other; a finetuned
+     evaluation needs its model's training finished; the original-weights ones can run at once),
+  3. the last line, `cargo run --release -p experiments -- paper --merge ...`.
+With a Slurm job array, for example:
+  experiments paper --data-root D --out O --print-jobs > jobs.txt
+  grep -- '-p train ' jobs.txt > train.txt; grep -- '-p evaluate ' jobs.txt > eval.txt
+  a=$(sbatch --parsable --array=1-$(wc -l < train.txt) run-line.sh train.txt)
+  b=$(sbatch --parsable --dependency=afterok:$a --array=1-$(wc -l < eval.txt) run-line.sh eval.txt)
+  sbatch --dependency=afterok:$b --wrap \"$(tail -n 1 jobs.txt)\"
+where run-line.sh runs line $SLURM_ARRAY_TASK_ID of its file (sed -n \"${SLURM_ARRAY_TASK_ID}p\").
+Every job may be re-run: results are replaced, not duplicated. Re-printing the jobs after an
+interruption prints `--resume` for the runs already started.";
+
+/// Options of `experiments paper`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PaperArgs {
+    /// Folder holding the datasets under their conventional names (see below).
+    #[arg(long, default_value = "data")]
+    pub data_root: PathBuf,
+    /// ImageNet train images, <wnid>/<name>.JPEG (default: DATA_ROOT/imagenet/train, or
+    /// DATA_ROOT/ImageNetS919/train-semi when that is missing).
+    #[arg(long)]
+    pub imagenet: Option<PathBuf>,
+    /// ImageNet-S919 train-semi-segmentation masks (default:
+    /// DATA_ROOT/ImageNetS919/train-semi-segmentation).
+    #[arg(long = "imagenet-s")]
+    pub imagenet_s: Option<PathBuf>,
+    /// Models, comma separated (default: all seven of the paper).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Output folder: runs/<model>, cells/, and the merged tables and charts.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Print one shell command per (model, step) instead of running (see below).
+    #[arg(long)]
+    pub print_jobs: bool,
+    /// Only merge the finished evaluations into the tables of --out (the last printed job).
+    #[arg(long, conflicts_with = "print_jobs")]
+    pub merge: bool,
+    /// paper, official or both (see `evaluate --help`).
+    #[arg(long, value_enum, default_value_t = ProtocolChoice::Both)]
+    pub protocol: ProtocolChoice,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Training epochs (default: the paper's).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop training after N optimisation steps (quick trials).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Finetune on the first N classes only (quick trials).
+    #[arg(long)]
+    pub limit_classes: Option<usize>,
+    /// At most N evaluation images per dataset (quick trials).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Architecture (model::VitConfig JSON) of --weights, for weights without it in their header.
+    #[arg(long, hide = true, requires = "weights")]
+    pub arch: Option<PathBuf>,
+    /// Initial weights of every model instead of the hub's (a stand-in model for tests).
+    #[arg(long, hide = true)]
+    pub weights: Option<String>,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    Train,
+    EvalOriginal,
+    EvalFinetuned,
+    Merge,
+}
+
+impl Step {
+    /// Suffix of an evaluation's cell folder (only evaluations have one).
+    fn cell(self) -> &'static str {
+        match self {
+            Step::EvalOriginal => "original",
+            Step::EvalFinetuned => "finetuned",
+            Step::Train | Step::Merge => "none",
+        }
+    }
+}
+
+/// One (model, step) cell of the reproduction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub step: Step,
+    /// Canonical model name (empty for the merge).
+    pub model: String,
+    /// The cargo package whose binary runs it: `train`, `evaluate` or `experiments`.
+    pub package: &'static str,
+    /// Arguments after `--`.
+    pub args: Vec<String>,
+}
+
+impl Job {
+    /// The shell command that runs this job from the workspace root.
+    pub fn command(&self) -> String {
+        let mut s = format!("cargo run --release -p {} --", self.package);
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&shell_quote(a));
+        }
+        s
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Job lines run from the workspace root, maybe on another node, not where they were printed,
+/// so every path in them is absolute.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("making {} absolute", p.display()))
+}
+
+/// Canonical names of `--models` (all seven when empty), without repeats.
+pub fn model_names(args: &PaperArgs) -> Result<Vec<String>> {
+    if args.models.is_empty() {
+        return Ok(model::VARIANTS.iter().map(|v| v.name.to_owned()).collect());
+    }
+    let mut names: Vec<String> = Vec::new();
+    for m in &args.models {
+        let n = model::variant(m)
+            .map_err(|e| anyhow::anyhow!("--models: {e}"))?
+            .name;
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// The training run folder of a model.
+pub fn run_dir(out: &Path, model: &str) -> PathBuf {
+    out.join("runs").join(model)
+}
+
+/// The evaluation folder of one (model, weights) cell.
+pub fn cell_dir(out: &Path, model: &str, step: Step) -> PathBuf {
+    out.join("cells").join(format!("{model}-{}", step.cell()))
+}
+
+/// The finetuning folders: the flags, else the conventional layout under the data root.
+fn train_data(args: &PaperArgs) -> Result<(PathBuf, PathBuf)> {
+    let root = &args.data_root;
+    let images = match &args.imagenet {
+        Some(p) => p.clone(),
+        None => {
+            let train = root.join("imagenet/train");
+            let semi = root.join("ImageNetS919/train-semi");
+            if !train.is_dir() && semi.is_dir() {
+                semi
+            } else {
+                train
+            }
+        }
+    };
+    let masks = args
+        .imagenet_s
+        .clone()
+        .unwrap_or_else(|| root.join("ImageNetS919/train-semi-segmentation"));
+    Ok((absolute(&images)?, absolute(&masks)?))
+}
+
+/// Arguments of a fresh `train` run of `model` into `dir`.
+fn train_args(args: &PaperArgs, model: &str, dir: &Path) -> Result<Vec<String>> {
+    let (images, masks) = train_data(args)?;
+    let mut a: Vec<String> = vec![
+        "--model".into(),
+        model.into(),
+        "--imagenet".into(),
+        s(&images),
+        "--imagenet-s".into(),
+        s(&masks),
+        "--out".into(),
+        s(dir),
+        "--device".into(),
+        args.device.clone(),
+    ];
+    let knobs = [
+        ("--epochs", args.epochs),
+        ("--max-steps", args.max_steps),
+        ("--limit-classes", args.limit_classes),
+    ];
+    for (flag, v) in knobs {
+        if let Some(v) = v {
+            a.extend([flag.to_string(), v.to_string()]);
+        }
+    }
+    if let Some(w) = &args.weights {
+        a.extend(["--weights".into(), weights_spec(w)?]);
+    }
+    if let Some(p) = &args.arch {
+        a.extend(["--arch".into(), s(&absolute(p)?)]);
+    }
+    if args.quiet {
+        a.push("--quiet".into());
+    }
+    Ok(a)
+}
+
+/// A local weights file is made absolute; a hub id is left as it is.
+fn weights_spec(w: &str) -> Result<String> {
+    let p = Path::new(w);
+    Ok(if p.exists() {
+        s(&absolute(p)?)
+    } else {
+        w.into()
+    })
+}
+
+/// The train job as a shell line: what `demo::run_train` would decide now (keep a finished
+/// run, resume a started one, overwrite one that never got past its configuration).
+fn train_job_args(args: &PaperArgs, model: &str, dir: &Path) -> Result<Vec<String>> {
+    if dir.join("state.json").is_file() {
+        let mut a = vec![
+            "--resume".into(),
+            s(dir),
+            "--device".into(),
+            args.device.clone(),
+        ];
+        if args.quiet {
+            a.push("--quiet".into());
+        }
+        return Ok(a);
+    }
+    let mut a = train_args(args, model, dir)?;
+    if dir.join("config.json").exists() {
+        a.push("--force".into());
+    }
+    Ok(a)
+}
+
+/// The evaluation of one (model, weights) cell.
+pub fn eval_args(args: &PaperArgs, model: &str, step: Step) -> Result<EvalArgs> {
+    let out = absolute(&args.out)?;
+    let checkpoint = match step {
+        Step::EvalOriginal => match &args.weights {
+            Some(w) => weights_spec(w)?,
+            None => "pretrained".into(),
+        },
+        Step::EvalFinetuned => s(&run_dir(&out, model).join("best.safetensors")),
+        _ => bail!("{step:?} is not an evaluation"),
+    };
+    Ok(EvalArgs {
+        suite: vec!["all".into()],
+        model: vec![model.into()],
+        checkpoint: vec![checkpoint],
+        protocol: args.protocol,
+        data_root: absolute(&args.data_root)?,
+        out: cell_dir(&out, model, step),
+        limit: args.limit,
+        device: args.device.clone(),
+        quiet: args.quiet,
+        ..EvalArgs::default()
+    })
+}
+
+/// `EvalArgs::to_args` leaves defaults out; a job line spells out the protocol and device, so
+/// that it means the same thing whatever `evaluate`'s defaults become.
+fn explicit_eval_args(e: &EvalArgs) -> Vec<String> {
+    let mut a = e.to_args();
+    if !a.iter().any(|x| x == "--protocol") {
+        let p = clap::ValueEnum::to_possible_value(&e.protocol).expect("no skipped variants");
+        a.extend(["--protocol".into(), p.get_name().to_owned()]);
+    }
+    if !a.iter().any(|x| x == "--device") {
+        a.extend(["--device".into(), e.device.clone()]);
+    }
+    a
+}
+
+/// The merge job's arguments (after `--`).
+fn merge_args(args: &PaperArgs, models: &[String]) -> Result<Vec<String>> {
+    Ok(vec![
+        "paper".into(),
+        "--merge".into(),
+        "--models".into(),
+        models.join(","),
+        "--out".into(),
+        s(&absolute(&args.out)?),
+    ])
+}
+
+/// Every cell, in the order a job array runs them: the trainings, the evaluations of the
+/// original weights, those of the finetuned weights, the merge.
+pub fn jobs(args: &PaperArgs) -> Result<Vec<Job>> {
+    let models = model_names(args)?;
+    let out = absolute(&args.out)?;
+    let mut jobs = Vec::new();
+    for m in &models {
+        jobs.push(Job {
+            step: Step::Train,
+            model: m.clone(),
+            package: "train",
+            args: train_job_args(args, m, &run_dir(&out, m))?,
+        });
+    }
+    for step in [Step::EvalOriginal, Step::EvalFinetuned] {
+        for m in &models {
+            jobs.push(Job {
+                step,
+                model: m.clone(),
+                package: "evaluate",
+                args: explicit_eval_args(&eval_args(args, m, step)?),
+            });
+        }
+    }
+    jobs.push(Job {
+        step: Step::Merge,
+        model: String::new(),
+        package: "experiments",
+        args: merge_args(args, &models)?,
+    });
+    Ok(jobs)
+}
+
+/// Fails early, with what to do, when the finetuning data is not where it is looked for.
+fn check_train_data(args: &PaperArgs) -> Result<()> {
+    let (images, masks) = train_data(args)?;
+    for (what, flag, p) in [
+        ("ImageNet train images", "--imagenet", &images),
+        (
+            "ImageNet-S train-semi-segmentation masks",
+            "--imagenet-s",
+            &masks,
+        ),
+    ] {
+        if !p.is_dir() {
+            bail!(
+                "{what} not found at {}: put them there (see `experiments paper --help`) or give {flag} DIR",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Merges the evaluation cells of `models` into `out`'s tables and redraws `paper_table.md`,
+/// `paper_table.csv` and the charts from the whole tables (as `evaluate` does). Returns the
+/// files written.
+pub fn merge(out: &Path, models: &[String]) -> Result<Vec<PathBuf>> {
+    let cells: Vec<PathBuf> = models
+        .iter()
+        .flat_map(|m| [Step::EvalOriginal, Step::EvalFinetuned].map(|st| cell_dir(out, m, st)))
+        .collect();
+    let missing: Vec<String> = cells
+        .iter()
+        .filter(|c| !c.join("robustness.csv").is_file() && !c.join("segmentation.csv").is_file())
+        .map(|c| c.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "no evaluation results in {}: run their evaluate jobs first (`experiments paper --print-jobs` lists them)",
+            missing.join(", ")
+        );
+    }
+    let rob_path = out.join("robustness.csv");
+    let seg_path = out.join("segmentation.csv");
+    for c in &cells {
+        let rob: Vec<RobustnessRow> = results::read_rows(&c.join("robustness.csv"))?;
+        results::merge_rows(&rob_path, &rob)?;
+        let seg: Vec<SegmentationRow> = results::read_rows(&c.join("segmentation.csv"))?;
+        results::merge_rows(&seg_path, &seg)?;
+    }
+    let all_rob: Vec<RobustnessRow> = results::read_rows(&rob_path)?;
+    let all_seg: Vec<SegmentationRow> = results::read_rows(&seg_path)?;
+    let paper = evaluate::paper::PaperResults::builtin();
+    let (md, csv) = evaluate::paper::paper_table(&all_rob, &all_seg, &paper);
+    let mut files = vec![rob_path, seg_path];
+    for (name, text) in [("paper_table.md", md), ("paper_table.csv", csv)] {
+        let p = out.join(name);
+        results::write_atomic(&p, text.as_bytes())?;
+        files.push(p);
+    }
+    for (name, chart) in evaluate::paper::charts(&all_rob) {
+        let (w, h) = evaluate::paper::chart_size(&chart);
+        let img = chart.render(w, h)?;
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .with_context(|| format!("encoding {name}"))?;
+        let p = out.join(name);
+        results::write_atomic(&p, &png)?;
+        files.push(p);
+    }
+    Ok(files)
+}
+
+/// Runs one job in-process (printing its command); a train job skips a finished run and
+/// resumes an interrupted one.
+pub fn run_job(args: &PaperArgs, job: &Job) -> Result<()> {
+    let out = absolute(&args.out)?;
+    match job.step {
+        Step::Train => {
+            let dir = run_dir(&out, &job.model);
+            crate::demo::run_train(train_args(args, &job.model, &dir)?, &dir, false)
+                .with_context(|| format!("training {}", job.model))
+        }
+        Step::EvalOriginal | Step::EvalFinetuned => {
+            let e = eval_args(args, &job.model, job.step)?;
+            println!("$ {}", job.command());
+            evaluate::run(&e).with_context(|| format!("evaluating {}", job.model))?;
+            Ok(())
+        }
+        Step::Merge => {
+            println!("$ {}", job.command());
+            let files = merge(&out, &model_names(args)?)?;
+            for f in files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `experiments paper`.
+pub fn run(args: &PaperArgs) -> Result<()> {
+    if args.merge {
+        let out = absolute(&args.out)?;
+        for f in merge(&out, &model_names(args)?)? {
+            println!("{}", f.display());
+        }
+        return Ok(());
+    }
+    let jobs = jobs(args)?;
+    if args.print_jobs {
+        if let Err(e) = check_train_data(args) {
+            eprintln!("warning: {e:#}");
+        }
+        for j in &jobs {
+            println!("{}", j.command());
+        }
+        return Ok(());
+    }
+    check_train_data(args)?;
+    // Model by model, so that the first model's numbers exist before the last one trains.
+    let mut order: Vec<&Job> = jobs.iter().collect();
+    let rank = |j: &Job| {
+        let m = jobs
+            .iter()
+            .position(|x| x.step == Step::Train && x.model == j.model)
+            .unwrap_or(usize::MAX);
+        (m, j.step)
+    };
+    order.sort_by_key(|j| rank(j));
+    for j in order {
+        run_job(args, j)?;
+    }
+    let out = absolute(&args.out)?;
+    println!(
+        "tables: {} (with robustness.csv, segmentation.csv and the charts in {})",
+        out.join("paper_table.md").display(),
+        out.display()
+    );
+    Ok(())
+}
