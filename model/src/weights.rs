@@ -178,9 +178,30 @@ pub fn write_safetensors_with_metadata(
                 path: path.to_path_buf(),
                 msg: format!("cannot be serialised: {e}"),
             })?;
+    let bytes = canonical_header(bytes);
     let tmp = path.with_extension("safetensors.tmp");
     std::fs::write(&tmp, bytes).map_err(wrap)?;
     std::fs::rename(&tmp, path).map_err(wrap)
+}
+
+/// Rewrites a safetensors header with sorted keys. The serialiser writes its metadata map in
+/// hash order, so the same tensors would otherwise give different bytes (and checksums) on
+/// every save. Offsets in the header are relative to its end, so they stay valid.
+fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else {
+        return bytes;
+    };
+    // serde_json's map is ordered by key.
+    let mut h = serde_json::to_vec(&header).expect("a JSON value serialises");
+    while (8 + h.len()) % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Saves the parameters with timm names; `timm.create_model(...).load_state_dict(

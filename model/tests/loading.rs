@@ -231,8 +231,22 @@ fn folder_and_file_sources_and_timm_save_roundtrip() {
     .unwrap()
     .to_string();
     assert!(e.contains("no config.json") && e.contains("--model"), "{e}");
-    // With the architecture in the header, the file loads on its own.
-    model::save_model(&vit, &f, &Default::default()).unwrap();
+    // With the architecture in the header, the file loads on its own; saving is byte-stable.
+    let meta = [
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "2".to_string()),
+    ]
+    .into();
+    model::save_model(&vit, &f, &meta).unwrap();
+    let first = std::fs::read(&f).unwrap();
+    for _ in 0..3 {
+        model::save_model(&vit, &f, &meta).unwrap();
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            first,
+            "saving is not deterministic"
+        );
+    }
     let alone = model::load(
         None,
         Some(f.to_str().unwrap()),
