@@ -317,7 +317,15 @@ fn copy_strips(out: &Path, variant: &str, seed: u64) -> Result<()> {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         if last_epoch.is_some_and(|e| name.starts_with(&format!("epoch_{e:03}"))) {
             let img = name.split("_img_").nth(1).unwrap_or(&name).to_string();
-            std::fs::copy(&f, dst.join(format!("before_after_{img}")))?;
+            // 32-pixel panels are too small to read: scale up without smoothing.
+            let strip = image::open(&f).with_context(|| format!("reading {}", f.display()))?;
+            let k = (128 / strip.height().max(1)).max(1);
+            let big = strip.resize(
+                strip.width() * k,
+                strip.height() * k,
+                image::imageops::FilterType::Nearest,
+            );
+            big.save(dst.join(format!("before_after_{img}")))?;
         }
     }
     Ok(())
