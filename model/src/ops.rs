@@ -111,10 +111,13 @@ impl CustomOp3 for Linear {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (x, w, g) = (x.detach(), w.detach(), g.detach());
-        let dx = g.matmul(&w)?;
-        let dw = g.t()?.matmul(&x)?;
-        let db = sum_rows(&g)?;
+        let (k, o) = (x.dim(D::Minus1)?, w.dim(0)?);
+        let x2 = x.detach().reshape(((), k))?;
+        let g2 = g.detach().reshape(((), o))?;
+        let w = w.detach();
+        let dx = g2.matmul(&w)?.reshape(x.shape())?;
+        let dw = g2.t()?.matmul(&x2)?;
+        let db = sum_rows(&g2)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -148,12 +151,18 @@ pub fn sum_rows(g: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(sums, cols, g.device())
 }
 
-/// `x W^T + b` for x of shape (rows, in), W (out, in), b (out).
+/// `x W^T + b` over the last dimension of x (any rank), W (out, in), b (out); one node in the
+/// graph, so no reshapes around it.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let k = x.dim(D::Minus1)?;
+    let mut out_shape = x.dims().to_vec();
+    *out_shape.last_mut().expect("rank >= 1") = w.dim(0)?;
     let y = x
         .detach()
+        .reshape(((), k))?
         .matmul(&w.detach().t()?)?
-        .broadcast_add(&b.detach())?;
+        .broadcast_add(&b.detach())?
+        .reshape(out_shape)?;
     x.apply_op3(w, b, Linear(Precomputed::new(y)?))
 }
 
@@ -461,6 +470,12 @@ mod tests {
                     .unwrap()
             },
             &[&[37, 24], &[11, 24], &[11]],
+        );
+        check(
+            "linear (3-D input)",
+            |t| linear(&t[0], &t[1], &t[2]).unwrap(),
+            |t| t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap().broadcast_add(&t[2]).unwrap(),
+            &[&[4, 9, 24], &[11, 24], &[11]],
         );
         check(
             "layer_norm",

@@ -121,6 +121,9 @@ struct Linear {
 impl Linear {
     /// y = x W^T + b over the last dimension; x is flattened to 2-D so that one GEMM runs.
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if let (Mode::Train, Some(b)) = (mode, &self.b) {
+            return Ok(crate::ops::linear(x, &self.w, b)?);
+        }
         let (w, b) = match mode {
             Mode::Train => (self.w.clone(), self.b.clone()),
             Mode::Infer => (self.w.detach(), self.b.as_ref().map(|b| b.detach())),
@@ -128,11 +131,10 @@ impl Linear {
         let dims = x.dims().to_vec();
         let k = *dims.last().expect("linear input has a last dimension");
         let rows = x.elem_count() / k;
-        let x2 = x.reshape((rows, k))?;
-        let y = match (mode, b) {
-            (Mode::Train, Some(b)) => crate::ops::linear(&x2, &w, &b)?,
-            (_, Some(b)) => x2.matmul(&w.t()?)?.broadcast_add(&b)?,
-            (_, None) => x2.matmul(&w.t()?)?,
+        let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+        let y = match b {
+            Some(b) => y.broadcast_add(&b)?,
+            None => y,
         };
         let mut out = dims;
         *out.last_mut().unwrap() = w.dim(0)?;
