@@ -16,6 +16,30 @@ use std::sync::Mutex;
 
 type Result<T> = candle_core::Result<T>;
 
+thread_local! {
+    static INPUT_GRADS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a backward pass) without computing weight and bias gradients in the fused ops:
+/// the relevance map needs only dL/dA from its first backward, and the weight gradients of
+/// the linear layers are a third of a backward's arithmetic. The weights then receive no
+/// gradient from this pass.
+pub fn input_grads_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            INPUT_GRADS_ONLY.with(|c| c.set(false));
+        }
+    }
+    INPUT_GRADS_ONLY.with(|c| c.set(true));
+    let _reset = Reset; // also on unwind
+    f()
+}
+
+fn param_grads_wanted() -> bool {
+    !INPUT_GRADS_ONLY.with(|c| c.get())
+}
+
 /// A forward result computed ahead of time, handed to candle through a custom op.
 struct Precomputed(Mutex<Option<Tensor>>);
 
@@ -107,18 +131,29 @@ impl CustomOp3 for Linear {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (k, o) = (x.dim(D::Minus1)?, w.dim(0)?);
         let x2 = x.detach().reshape(((), k))?;
         let g2 = g.detach().reshape(((), o))?;
-        let w = w.detach();
-        let dx = g2.matmul(&w)?.reshape(x.shape())?;
-        let dw = g2.t()?.matmul(&x2)?;
-        let db = sum_rows(&g2)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let w_d = w.detach();
+        let dx = g2.matmul(&w_d)?.reshape(x.shape())?;
+        // Leaves may go without a gradient; a derived weight (the reshaped patch kernel) must
+        // get one, since candle expects every intermediate node to receive its gradient.
+        let skip = !param_grads_wanted();
+        let dw = if skip && w.is_variable() {
+            None
+        } else {
+            Some(g2.t()?.matmul(&x2)?)
+        };
+        let db = if skip && b.is_variable() {
+            None
+        } else {
+            Some(sum_rows(&g2)?)
+        };
+        Ok((Some(dx), dw, db))
     }
 }
 
@@ -474,7 +509,12 @@ mod tests {
         check(
             "linear (3-D input)",
             |t| linear(&t[0], &t[1], &t[2]).unwrap(),
-            |t| t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap().broadcast_add(&t[2]).unwrap(),
+            |t| {
+                t[0].broadcast_matmul(&t[1].t().unwrap())
+                    .unwrap()
+                    .broadcast_add(&t[2])
+                    .unwrap()
+            },
             &[&[4, 9, 24], &[11, 24], &[11]],
         );
         check(

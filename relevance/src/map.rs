@@ -166,7 +166,8 @@ pub fn attention_grads(f: &TrainForward, targets: &[u32]) -> Result<Vec<Tensor>>
     }
     let idx = Tensor::from_slice(targets, (b, 1), f.logits.device())?;
     let score = f.logits.gather(&idx, 1)?.sum_all()?;
-    let grads = score.backward()?;
+    // Only dL/dA is wanted here: skip the weight gradients of the linear layers.
+    let grads = model::ops::input_grads_only(|| score.backward())?;
     f.probes
         .iter()
         .enumerate()
