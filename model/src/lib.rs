@@ -90,6 +90,17 @@ pub fn fixture_dir() -> PathBuf {
     }
 }
 
+/// The device golden tests run on: `ROBUSTVIT_TEST_DEVICE=cuda` (with the `cuda` feature) checks
+/// the GPU path against the same fixtures; anything else, or no GPU, is the CPU.
+pub fn test_device() -> candle_core::Device {
+    match std::env::var("ROBUSTVIT_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            candle_core::Device::new_cuda(0).expect("ROBUSTVIT_TEST_DEVICE=cuda but no CUDA device")
+        }
+        _ => candle_core::Device::Cpu,
+    }
+}
+
 /// Builds the model described by a fixture set's `config.json` + `model.safetensors`.
 pub fn load_fixture_model(
     dir: &std::path::Path,

@@ -27,10 +27,11 @@ fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f32, rtol: f32) {
 #[test]
 fn logits_and_attention_match_reference() {
     let dir = model::fixture_dir();
-    let m = model::load_fixture_model(&dir, &Device::Cpu).unwrap();
+    let dev = model::test_device();
+    let m = model::load_fixture_model(&dir, &dev).unwrap();
     let inputs = load(&dir, "inputs.safetensors");
     let outputs = load(&dir, "outputs.safetensors");
-    let x = &inputs["images"];
+    let x = &inputs["images"].to_device(&dev).unwrap();
     let fwd = m.vit.forward_train(x).unwrap();
     assert_close(
         "logits (train path)",

@@ -139,11 +139,14 @@ fn hyper(dir: &Path) -> Hyper {
 #[test]
 fn relevance_loss_gradients_and_adamw_match_reference() {
     let dir = model::fixture_dir();
-    let dev = Device::Cpu;
+    let dev = model::test_device();
     let m = model::load_fixture_model(&dir, &dev).unwrap();
     let vit = &m.vit;
     let cfg = vit.config().clone();
-    let inputs = load(&dir, "inputs.safetensors");
+    let inputs: std::collections::HashMap<String, Tensor> = load(&dir, "inputs.safetensors")
+        .into_iter()
+        .map(|(k, v)| (k, v.to_device(&dev).unwrap()))
+        .collect();
     let out = load(&dir, "outputs.safetensors");
     let grads_ref = load(&dir, "grads.safetensors");
     let adamw_ref = load(&dir, "adamw.safetensors");
@@ -508,11 +511,14 @@ fn check_param_after(
 #[test]
 fn explainers_match_hand_computation_from_reference_attention() {
     let dir = model::fixture_dir();
-    let dev = Device::Cpu;
+    let dev = model::test_device();
     let m = model::load_fixture_model(&dir, &dev).unwrap();
     let vit = &m.vit;
     let cfg = vit.config().clone();
-    let inputs = load(&dir, "inputs.safetensors");
+    let inputs: std::collections::HashMap<String, Tensor> = load(&dir, "inputs.safetensors")
+        .into_iter()
+        .map(|(k, v)| (k, v.to_device(&dev).unwrap()))
+        .collect();
     let out = load(&dir, "outputs.safetensors");
     let x = &inputs["images"];
     let targets = ints(&inputs["target"]);
