@@ -157,6 +157,19 @@ impl CustomOp3 for Linear {
     }
 }
 
+/// Rows per partial sum in the parameter-gradient reductions. Fixed, not derived from the
+/// thread count, and the partials are added in order: the result is then the same bits on any
+/// machine and any run, which a resumed run needs to continue exactly.
+const REDUCE_ROWS: usize = 64;
+
+fn sum_in_order(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    for p in partials {
+        out.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    out
+}
+
 /// Column sums of a (rows, cols) matrix. candle's reduction over the leading dimension walks
 /// the matrix with a stride and was a tenth of a training step; on the CPU this sums rows in
 /// parallel blocks instead.
@@ -164,10 +177,10 @@ pub fn sum_rows(g: &Tensor) -> Result<Tensor> {
     if !cpu_f32(g) || g.rank() != 2 {
         return g.sum(0);
     }
-    let (rows, cols) = g.dims2()?;
+    let (_, cols) = g.dims2()?;
     let sums = with_f32(g, |gs| {
-        let block = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
-        gs.par_chunks(block * cols)
+        let partials: Vec<Vec<f32>> = gs
+            .par_chunks(REDUCE_ROWS * cols)
             .map(|chunk| {
                 let mut acc = vec![0f32; cols];
                 for row in chunk.chunks_exact(cols) {
@@ -175,13 +188,8 @@ pub fn sum_rows(g: &Tensor) -> Result<Tensor> {
                 }
                 acc
             })
-            .reduce(
-                || vec![0f32; cols],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-                    a
-                },
-            )
+            .collect();
+        sum_in_order(partials, cols)
     })?;
     Tensor::from_vec(sums, cols, g.device())
 }
@@ -246,14 +254,14 @@ impl CustomOp3 for LayerNorm {
         let (x, w, g) = (x.detach(), w.detach(), g.detach());
         let d = x.dim(D::Minus1)?;
         if cpu_f32(&x) && cpu_f32(&g) {
-            let rows = x.elem_count() / d;
             let eps = self.eps;
             let mut dx = vec![0f32; x.elem_count()];
             let (dw, db) = with_f32(&x, |xs| {
                 with_f32(&g, |gs| {
                     with_f32(&w, |ws| {
-                        let chunk = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
-                        dx.par_chunks_mut(chunk * d)
+                        let chunk = REDUCE_ROWS;
+                        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+                            .par_chunks_mut(chunk * d)
                             .enumerate()
                             .map(|(ci, dxc)| {
                                 let mut dw = vec![0f32; d];
@@ -284,14 +292,9 @@ impl CustomOp3 for LayerNorm {
                                 }
                                 (dw, db)
                             })
-                            .reduce(
-                                || (vec![0f32; d], vec![0f32; d]),
-                                |(mut a, mut b), (c, e)| {
-                                    a.iter_mut().zip(&c).for_each(|(p, q)| *p += q);
-                                    b.iter_mut().zip(&e).for_each(|(p, q)| *p += q);
-                                    (a, b)
-                                },
-                            )
+                            .collect();
+                        let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+                        (sum_in_order(dws, d), sum_in_order(dbs, d))
                     })
                 })
             })???;
