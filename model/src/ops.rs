@@ -78,6 +78,42 @@ impl Precomputed {
     }
 }
 
+/// The forward methods of a custom op whose result was computed beforehand (field `$f`).
+macro_rules! precomputed_forward {
+    (1, $f:tt) => {
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            self.$f.cpu()
+        }
+        fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+            self.$f.cuda()
+        }
+    };
+    (3, $f:tt) => {
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            self.$f.cpu()
+        }
+        fn cuda_fwd(
+            &self,
+            _: &CudaStorage,
+            _: &Layout,
+            _: &CudaStorage,
+            _: &Layout,
+            _: &CudaStorage,
+            _: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
+            self.$f.cuda()
+        }
+    };
+}
+
 /// Runs `f` on the f32 data of a contiguous CPU tensor.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
@@ -105,28 +141,7 @@ impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
         "fused-linear"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.0.cpu()
-    }
-    fn cuda_fwd(
-        &self,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        self.0.cuda()
-    }
+    precomputed_forward!(3, 0);
     fn bwd(
         &self,
         x: &Tensor,
@@ -221,28 +236,7 @@ impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "fused-layer-norm"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.out.cpu()
-    }
-    fn cuda_fwd(
-        &self,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        self.out.cuda()
-    }
+    precomputed_forward!(3, out);
     fn bwd(
         &self,
         x: &Tensor,
@@ -348,12 +342,7 @@ impl CustomOp1 for Softmax {
     fn name(&self) -> &'static str {
         "fused-softmax"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.0.cpu()
-    }
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        self.0.cuda()
-    }
+    precomputed_forward!(1, 0);
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let (y, g) = (y.detach(), g.detach());
         if cpu_f32(&y) && cpu_f32(&g) {
@@ -395,12 +384,7 @@ impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "fused-gelu-erf"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.0.cpu()
-    }
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        self.0.cuda()
-    }
+    precomputed_forward!(1, 0);
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let (x, g) = (x.detach(), g.detach());
         if cpu_f32(&x) && cpu_f32(&g) {
