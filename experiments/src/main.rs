@@ -26,6 +26,7 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    model::keep_freed_memory();
     match Cli::parse().cmd {
         Cmd::Demo(a) => experiments::demo::run(&a),
         Cmd::Bench(a) => experiments::bench::run(&a),
