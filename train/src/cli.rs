@@ -243,18 +243,23 @@ fn check_inputs(cfg: &TrainConfig) -> Result<()> {
 /// Runs `train` with these arguments; returns the run folder.
 pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
     let device = model::device(&args.device)?;
-    let (run, cfg, state) = match &args.resume {
+    let (run, cfg, state, vit) = match &args.resume {
         Some(dir) => {
             let (run, cfg, state) = RunDir::open(dir)?;
             if state.finished {
                 eprintln!("run {} is already finished", dir.display());
                 return Ok(run.path);
             }
-            (run, cfg, state)
+            check_inputs(&cfg)?;
+            let vit = crate::trainer::initial_model(&cfg, &device)?;
+            (run, cfg, state, vit)
         }
         None => {
             let cfg = args.resolve()?;
             check_inputs(&cfg)?;
+            // Weights before the run folder: a missing download fails in seconds and leaves
+            // nothing behind that a second attempt would have to --force.
+            let vit = crate::trainer::initial_model(&cfg, &device)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -268,14 +273,14 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
             let run = RunDir::create(&out, args.force)?;
             run.write_config(&cfg)?;
             let state = RunState::new(cfg.seed);
-            (run, cfg, state)
+            (run, cfg, state, vit)
         }
     };
-    check_inputs(&cfg)?;
     crate::trainer::train(
         &cfg,
         &run,
         state,
+        vit,
         &device,
         args.quiet,
         args.stop_after_epochs,

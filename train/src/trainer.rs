@@ -460,14 +460,13 @@ pub fn train(
     cfg: &TrainConfig,
     run: &RunDir,
     mut state: RunState,
+    vit: Vit,
     device: &Device,
     quiet: bool,
     stop_after_epochs: Option<usize>,
 ) -> Result<RunState> {
     let first_epoch = state.epochs_done;
     let lc = loss_config(cfg)?;
-    // Weights first: a missing download fails in seconds, before the data is walked.
-    let vit = initial_model(cfg, device)?;
     let data = prepare_data(cfg, run)?;
     let original = if cfg.arch.is_none() && state.original_val.is_none() && !data.val.is_empty() {
         Some(vit.clone())
