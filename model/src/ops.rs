@@ -353,11 +353,7 @@ impl CustomOp1 for Softmax {
                     dx.par_chunks_mut(n * 64).enumerate().for_each(|(ci, dxc)| {
                         for (ri, dxr) in dxc.chunks_mut(n).enumerate() {
                             let o = (ci * 64 + ri) * n;
-                            let (yr, gr) = (&ys[o..o + n], &gs[o..o + n]);
-                            let s: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                            for j in 0..n {
-                                dxr[j] = yr[j] * (gr[j] - s);
-                            }
+                            softmax_backward_row(&ys[o..o + n], &gs[o..o + n], dxr);
                         }
                     })
                 })
@@ -366,6 +362,14 @@ impl CustomOp1 for Softmax {
         }
         let s = (&y * &g)?.sum_keepdim(D::Minus1)?;
         Ok(Some((g.broadcast_sub(&s)? * y)?))
+    }
+}
+
+/// One row of the softmax backward: dx = y * (g - <y, g>).
+fn softmax_backward_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
+    let s: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+    for ((d, &yj), &gj) in dx.iter_mut().zip(y).zip(g) {
+        *d = yj * (gj - s);
     }
 }
 
@@ -868,18 +872,13 @@ impl CustomOp1 for AttnProbs {
                             &a[bh * n * n..(bh + 1) * n * n],
                             &da[bh * n * n..(bh + 1) * n * n],
                         );
-                        // dS = A * (dA - rowsum(dA * A))
                         let mut ds = vec![0f32; n * n];
-                        for i in 0..n {
-                            let r = i * n..(i + 1) * n;
-                            let s: f32 = ar[r.clone()]
-                                .iter()
-                                .zip(&dar[r.clone()])
-                                .map(|(x, y)| x * y)
-                                .sum();
-                            for j in r {
-                                ds[j] = ar[j] * (dar[j] - s);
-                            }
+                        for ((yr, gr), dr) in ar
+                            .chunks_exact(n)
+                            .zip(dar.chunks_exact(n))
+                            .zip(ds.chunks_exact_mut(n))
+                        {
+                            softmax_backward_row(yr, gr, dr);
                         }
                         unsafe {
                             let q = x.as_ptr().add(g.at(bi, 0, hi));

@@ -14,7 +14,7 @@
 use candle_core::{DType, Device, Tensor};
 use model::Params;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::{RelevanceError, Result};
@@ -250,14 +250,9 @@ impl AdamW {
             path: path.to_path_buf(),
             msg,
         };
-        let tensors: Vec<(String, Tensor)> = self
-            .state_tensors()
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.to_device(&Device::Cpu)?.contiguous()?)))
-            .collect::<Result<_>>()?;
         // Rust prints f64 in the shortest form that parses back to the same bits.
         let c = &self.cfg;
-        let meta: HashMap<String, String> = [
+        let meta: BTreeMap<String, String> = [
             ("format", "robustvit-adamw".to_string()),
             ("step", self.t.to_string()),
             ("lr", c.lr.to_string()),
@@ -269,19 +264,8 @@ impl AdamW {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let bytes = safetensors::tensor::serialize(
-            tensors.iter().map(|(k, v)| (k.as_str(), v)),
-            Some(meta),
-        )
-        .map_err(|e| err(format!("cannot be serialised: {e}")))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot be written: {e}")))?;
-        }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, bytes).map_err(|e| err(format!("cannot be written: {e}")))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot be written: {e}")))
+        model::weights::write_safetensors_with_metadata(&self.state_tensors(), path, &meta)
+            .map_err(|e| err(e.to_string()))
     }
 
     /// Reads a state written by [`AdamW::save`]; the moments go to `device`.
