@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod hub;
+pub mod kernels;
 pub mod ops;
 pub mod variants;
 pub mod vit;

@@ -8,6 +8,7 @@
 //! How: a `CustomOp` whose forward hands back a result computed beforehand with detached
 //! tensors (one copy), so the same code serves every backend.
 
+use crate::kernels::softmax_backward_row;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, D,
 };
@@ -212,16 +213,58 @@ pub fn sum_rows(g: &Tensor) -> Result<Tensor> {
 /// `x W^T + b` over the last dimension of x (any rank), W (out, in), b (out); one node in the
 /// graph, so no reshapes around it.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let k = x.dim(D::Minus1)?;
-    let mut out_shape = x.dims().to_vec();
-    *out_shape.last_mut().expect("rank >= 1") = w.dim(0)?;
-    let y = x
-        .detach()
-        .reshape(((), k))?
-        .matmul(&w.detach().t()?)?
-        .broadcast_add(&b.detach())?
-        .reshape(out_shape)?;
+    let y = linear_value(x, w, Some(b), None)?;
     x.apply_op3(w, b, Linear(Precomputed::new(y)?))
+}
+
+/// The value of `x Wᵀ (+ b) (+ residual)` over the last dimension of x, with no graph: one
+/// GEMM that accumulates onto the bias and residual on the CPU, composed tensor ops elsewhere.
+pub fn linear_value(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let k = x.dim(D::Minus1)?;
+    let n = w.dim(0)?;
+    let mut out_shape = x.dims().to_vec();
+    *out_shape.last_mut().expect("rank >= 1") = n;
+    if let Some(r) = residual {
+        if r.dims() != out_shape.as_slice() {
+            candle_core::bail!("linear: residual {:?} is not {:?}", r.dims(), out_shape);
+        }
+    }
+    let all_cpu = cpu_f32(x) && cpu_f32(w) && b.is_none_or(cpu_f32) && residual.is_none_or(cpu_f32);
+    if all_cpu && w.dim(1)? == k && b.is_none_or(|b| b.dims() == [n]) {
+        let m = x.elem_count() / k;
+        let y = with_f32(x, |xs| {
+            with_f32(w, |ws| {
+                let bias = b.map(|b| with_f32(b, |bs| bs.to_vec())).transpose()?;
+                let res = residual
+                    .map(|r| with_f32(r, |rs| rs.to_vec()))
+                    .transpose()?;
+                Ok::<_, candle_core::Error>(crate::kernels::linear(
+                    xs,
+                    ws,
+                    bias.as_deref(),
+                    res.as_deref(),
+                    m,
+                    k,
+                    n,
+                ))
+            })
+        })???;
+        return Tensor::from_vec(y, out_shape, x.device());
+    }
+    let mut y = x.detach().reshape(((), k))?.matmul(&w.detach().t()?)?;
+    if let Some(b) = b {
+        y = y.broadcast_add(&b.detach())?;
+    }
+    let y = y.reshape(out_shape)?;
+    match residual {
+        Some(r) => y + r.detach(),
+        None => Ok(y),
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -365,18 +408,22 @@ impl CustomOp1 for Softmax {
     }
 }
 
-/// One row of the softmax backward: dx = y * (g - <y, g>).
-fn softmax_backward_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
-    let s: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
-    for ((d, &yj), &gj) in dx.iter_mut().zip(y).zip(g) {
-        *d = yj * (gj - s);
-    }
-}
-
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    let y = candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)?;
+    let y = softmax_value(x)?;
     x.apply_op1(Softmax(Precomputed::new(y)?))
+}
+
+/// The value of a softmax over the last dimension, with no graph.
+pub fn softmax_value(x: &Tensor) -> Result<Tensor> {
+    if cpu_f32(x) {
+        let n = x.dim(D::Minus1)?;
+        let mut y = with_f32(x, |xs| xs.to_vec())?;
+        y.par_chunks_mut(n * 64)
+            .for_each(|rows| crate::kernels::softmax_rows(rows, n));
+        return Tensor::from_vec(y, x.shape(), x.device());
+    }
+    candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -392,21 +439,8 @@ impl CustomOp1 for Gelu {
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let (x, g) = (x.detach(), g.detach());
         if cpu_f32(&x) && cpu_f32(&g) {
-            let mut dx = vec![0f32; x.elem_count()];
-            with_f32(&x, |xs| {
-                with_f32(&g, |gs| {
-                    dx.par_chunks_mut(4096).enumerate().for_each(|(ci, dxc)| {
-                        let o = ci * 4096;
-                        for (j, d) in dxc.iter_mut().enumerate() {
-                            let v = xs[o + j] as f64;
-                            let cdf = 0.5
-                                * (1.0
-                                    + candle_core::cpu::erf::erf_f64(v / std::f64::consts::SQRT_2));
-                            let pdf = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
-                            *d = gs[o + j] * (cdf + v * pdf) as f32;
-                        }
-                    })
-                })
+            let dx = with_f32(&x, |xs| {
+                with_f32(&g, |gs| crate::kernels::gelu_backward(xs, gs))
             })??;
             return Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?));
         }
@@ -419,8 +453,17 @@ impl CustomOp1 for Gelu {
 
 /// Exact GELU, x * Φ(x), as timm's `nn.GELU()`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    let y = x.detach().gelu_erf()?;
+    let y = gelu_erf_value(x)?;
     x.apply_op1(Gelu(Precomputed::new(y)?))
+}
+
+/// The value of the exact GELU, with no graph.
+pub fn gelu_erf_value(x: &Tensor) -> Result<Tensor> {
+    if cpu_f32(x) {
+        let y = with_f32(x, crate::kernels::gelu)?;
+        return Tensor::from_vec(y, x.shape(), x.device());
+    }
+    x.detach().gelu_erf()
 }
 
 #[cfg(test)]
@@ -800,19 +843,6 @@ unsafe fn mm(
     )
 }
 
-fn softmax_rows(x: &mut [f32], n: usize) {
-    for r in x.chunks_exact_mut(n) {
-        let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut s = 0f32;
-        for v in r.iter_mut() {
-            *v = (*v - m).exp();
-            s += *v;
-        }
-        let inv = 1.0 / s;
-        r.iter_mut().for_each(|v| *v *= inv);
-    }
-}
-
 struct AttnProbs {
     h: usize,
     scale: f32,
@@ -831,30 +861,24 @@ impl CustomOp1 for AttnProbs {
             hd: d3 / 3 / self.h,
         };
         let qkv = &s.as_slice::<f32>()?[l.start_offset()..];
-        let mut out = vec![0f32; g.b * g.h * n * n];
-        out.par_chunks_mut(n * n).enumerate().for_each(|(bh, o)| {
-            let (bi, hi) = (bh / g.h, bh % g.h);
-            unsafe {
-                let q = qkv.as_ptr().add(g.at(bi, 0, hi));
-                let k = qkv.as_ptr().add(g.at(bi, 1, hi));
-                // scores = scale * q k^T; k^T(kk, j) = k[j, kk].
-                mm(
-                    n,
-                    n,
-                    g.hd,
-                    o.as_mut_ptr(),
-                    n,
-                    q,
-                    g.row(),
-                    1,
-                    k,
-                    1,
-                    g.row(),
-                    self.scale,
-                );
-            }
-            softmax_rows(o, n);
-        });
+        let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
+            out.par_chunks_mut(n * n).enumerate().for_each(|(bh, o)| {
+                let (bi, hi) = (bh / g.h, bh % g.h);
+                // SAFETY: the GEMM writes all n·n scores of this head (beta = 0, no read of dst)
+                // before the slice is viewed as initialised floats.
+                let o = unsafe {
+                    let o = o.as_mut_ptr().cast::<f32>();
+                    let q = qkv.as_ptr().add(g.at(bi, 0, hi));
+                    let k = qkv.as_ptr().add(g.at(bi, 1, hi));
+                    // scores = scale * q k^T; k^T(kk, j) = k[j, kk].
+                    mm(n, n, g.hd, o, n, q, g.row(), 1, k, 1, g.row(), self.scale);
+                    std::slice::from_raw_parts_mut(o, n * n)
+                };
+                crate::kernels::softmax_rows(o, n);
+            })
+        };
+        // SAFETY: `fill` writes every head's n·n block.
+        let out = unsafe { crate::kernels::written_by(g.b * g.h * n * n, fill) };
         Ok((CpuStorage::F32(out), Shape::from((g.b, g.h, n, n))))
     }
     fn bwd(&self, qkv: &Tensor, a: &Tensor, da: &Tensor) -> Result<Option<Tensor>> {
@@ -946,29 +970,35 @@ impl candle_core::CustomOp2 for AttnApply {
         let a = &s1.as_slice::<f32>()?[l1.start_offset()..];
         let qkv = &s2.as_slice::<f32>()?[l2.start_offset()..];
         let d = g.d();
-        let mut out = vec![0f32; b * n * d];
-        out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
-            for hi in 0..g.h {
-                let bh = bi * g.h + hi;
-                unsafe {
-                    let v = qkv.as_ptr().add(g.at(bi, 2, hi));
-                    mm(
-                        n,
-                        g.hd,
-                        n,
-                        o.as_mut_ptr().add(hi * g.hd),
-                        d,
-                        a.as_ptr().add(bh * n * n),
-                        n,
-                        1,
-                        v,
-                        g.row(),
-                        1,
-                        1.0,
-                    );
+        let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
+            out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
+                let o = o.as_mut_ptr().cast::<f32>();
+                for hi in 0..g.h {
+                    let bh = bi * g.h + hi;
+                    // SAFETY: head hi writes columns hi·hd .. (hi+1)·hd of every row of this batch
+                    // element (beta = 0), inside its (n, d) block.
+                    unsafe {
+                        let v = qkv.as_ptr().add(g.at(bi, 2, hi));
+                        mm(
+                            n,
+                            g.hd,
+                            n,
+                            o.add(hi * g.hd),
+                            d,
+                            a.as_ptr().add(bh * n * n),
+                            n,
+                            1,
+                            v,
+                            g.row(),
+                            1,
+                            1.0,
+                        );
+                    }
                 }
-            }
-        });
+            })
+        };
+        // SAFETY: the heads together write all d columns of every row.
+        let out = unsafe { crate::kernels::written_by(b * n * d, fill) };
         Ok((CpuStorage::F32(out), Shape::from((b, n, d))))
     }
     fn bwd(

@@ -7,7 +7,7 @@
 //!   detach their output, which would train nothing upstream of them.
 //! * [`Mode::Infer`]: fused kernels, weights detached so no graph is recorded.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::BTreeMap;
 
 use crate::config::VitConfig;
@@ -119,26 +119,34 @@ struct Linear {
 }
 
 impl Linear {
-    /// y = x W^T + b over the last dimension; x is flattened to 2-D so that one GEMM runs.
+    /// y = x W^T + b over the last dimension (one GEMM, whatever the rank of x).
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        if let (Mode::Train, Some(b)) = (mode, &self.b) {
-            return Ok(crate::ops::linear(x, &self.w, b)?);
-        }
-        let (w, b) = match mode {
-            Mode::Train => (self.w.clone(), self.b.clone()),
-            Mode::Infer => (self.w.detach(), self.b.as_ref().map(|b| b.detach())),
+        self.forward_residual(x, None, mode)
+    }
+
+    /// `residual + x W^T + b`: at inference the GEMM accumulates onto the residual directly.
+    fn forward_residual(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let y = match (mode, &self.b) {
+            (Mode::Infer, b) => {
+                return Ok(crate::ops::linear_value(x, &self.w, b.as_ref(), residual)?)
+            }
+            (Mode::Train, Some(b)) => crate::ops::linear(x, &self.w, b)?,
+            (Mode::Train, None) => {
+                let k = x.dim(D::Minus1)?;
+                let mut out = x.dims().to_vec();
+                *out.last_mut().expect("rank >= 1") = self.w.dim(0)?;
+                x.reshape(((), k))?.matmul(&self.w.t()?)?.reshape(out)?
+            }
         };
-        let dims = x.dims().to_vec();
-        let k = *dims.last().expect("linear input has a last dimension");
-        let rows = x.elem_count() / k;
-        let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
-        let y = match b {
-            Some(b) => y.broadcast_add(&b)?,
+        Ok(match residual {
+            Some(r) => (r + y)?,
             None => y,
-        };
-        let mut out = dims;
-        *out.last_mut().unwrap() = w.dim(0)?;
-        Ok(y.reshape(out)?)
+        })
     }
 }
 
@@ -415,7 +423,7 @@ impl Vit {
             let scores = q.matmul(&k.t()?)?;
             match mode {
                 Mode::Train => crate::ops::softmax(&scores)?,
-                Mode::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
+                Mode::Infer => crate::ops::softmax_value(&scores)?,
             }
         };
         if let Some(z) = probe {
@@ -430,14 +438,14 @@ impl Vit {
                 .contiguous()?
                 .reshape((b, n, d))?
         };
-        let x = (x + blk.proj.forward(&o, mode)?)?;
+        let x = blk.proj.forward_residual(&o, Some(x), mode)?;
         let y = blk.norm2.forward(&x, mode)?;
         let y = blk.fc1.forward(&y, mode)?;
         let y = match mode {
             Mode::Train => crate::ops::gelu_erf(&y)?,
-            Mode::Infer => y.gelu_erf()?,
+            Mode::Infer => crate::ops::gelu_erf_value(&y)?,
         };
-        let x = (&x + blk.fc2.forward(&y, mode)?)?;
+        let x = blk.fc2.forward_residual(&y, Some(&x), mode)?;
         Ok((x, attn))
     }
 
