@@ -20,7 +20,7 @@ pub mod weights;
 pub use config::{PretrainedCfg, VitConfig};
 pub use hub::{load, HubOptions, LoadedModel, WeightsSource};
 pub use variants::{variant, Variant, VARIANTS};
-pub use vit::{expected_shapes, Mode, Params, TrainForward, Vit};
+pub use vit::{expected_shapes, AttnProbe, Mode, Params, TrainForward, Vit};
 pub use weights::{save_model, save_params, Naming};
 
 use std::path::PathBuf;

@@ -945,8 +945,46 @@ impl CustomOp1 for AttnProbs {
     }
 }
 
+/// Receives dL/dA of one block's attention map: the fused attention's backward records the
+/// gradient of its attention input the first time a backward pass reaches it. This replaces a
+/// zero-valued probe added to the map (an extra (B, H, N, N) tensor per block, plus a
+/// zero-filled buffer and an add per gradient edge in every backward).
+#[derive(Clone, Default)]
+pub struct GradSlot(std::sync::Arc<Mutex<SlotState>>);
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    Captured(Tensor),
+    Taken,
+}
+
+impl GradSlot {
+    fn offer(&self, g: &Tensor) {
+        if let Ok(mut s) = self.0.lock() {
+            if matches!(*s, SlotState::Waiting) {
+                *s = SlotState::Captured(g.clone());
+            }
+        }
+    }
+    /// The captured gradient, once; `None` before any backward pass and after it was taken.
+    pub fn take(&self) -> Option<Tensor> {
+        let mut s = self.0.lock().ok()?;
+        match std::mem::replace(&mut *s, SlotState::Taken) {
+            SlotState::Captured(t) => Some(t),
+            SlotState::Waiting => {
+                *s = SlotState::Waiting;
+                None
+            }
+            SlotState::Taken => None,
+        }
+    }
+}
+
 struct AttnApply {
     h: usize,
+    slot: Option<GradSlot>,
 }
 
 impl candle_core::CustomOp2 for AttnApply {
@@ -1056,8 +1094,12 @@ impl candle_core::CustomOp2 for AttnApply {
                 })
             })
         })???;
+        let da = Tensor::from_vec(da, a.shape(), a.device())?;
+        if let Some(slot) = &self.slot {
+            slot.offer(&da);
+        }
         Ok((
-            Some(Tensor::from_vec(da, a.shape(), a.device())?),
+            Some(da),
             Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?),
         ))
     }
@@ -1078,8 +1120,14 @@ pub fn attention_probs(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor>
     })
 }
 
-/// The heads' outputs `A v`, concatenated per token: (B, N, H·hd).
-pub fn attention_apply(attn: &Tensor, qkv: &Tensor, heads: usize) -> Result<Tensor> {
+/// The heads' outputs `A v`, concatenated per token: (B, N, H·hd). With a `slot`, the first
+/// backward pass through this op leaves dL/d`attn` in it.
+pub fn attention_apply(
+    attn: &Tensor,
+    qkv: &Tensor,
+    heads: usize,
+    slot: Option<&GradSlot>,
+) -> Result<Tensor> {
     let g = Heads::of(qkv, heads)?;
     if attn.dims() != [g.b, g.h, g.n, g.n] {
         candle_core::bail!(
@@ -1088,8 +1136,13 @@ pub fn attention_apply(attn: &Tensor, qkv: &Tensor, heads: usize) -> Result<Tens
             qkv.dims()
         );
     }
-    attn.contiguous()?
-        .apply_op2(&qkv.contiguous()?, AttnApply { h: heads })
+    attn.contiguous()?.apply_op2(
+        &qkv.contiguous()?,
+        AttnApply {
+            h: heads,
+            slot: slot.cloned(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -1128,7 +1181,7 @@ mod attention_tests {
             .reshape((b, n, h * hd))
             .unwrap();
         let a = attention_probs(&qkv, h, scale).unwrap();
-        let o = attention_apply(&a, &qkv, h).unwrap();
+        let o = attention_apply(&a, &qkv, h, None).unwrap();
         let md = |x: &Tensor, y: &Tensor| -> f32 {
             (x - y)
                 .unwrap()
@@ -1147,5 +1200,16 @@ mod attention_tests {
         let g2 = loss(&a_ref, &o_ref).backward().unwrap();
         let d = md(g1.get(&qkv).unwrap(), g2.get(&qkv).unwrap());
         assert!(d < 1e-4, "qkv gradient differs by {d}");
+
+        // The slot receives dL/dA from the first backward pass only, and hands it out once.
+        let av = Var::from_tensor(&a.detach()).unwrap();
+        let slot = GradSlot::default();
+        assert!(slot.take().is_none(), "nothing before a backward pass");
+        let o = attention_apply(av.as_tensor(), &qkv.detach(), h, Some(&slot)).unwrap();
+        let first = (&o * &wo).unwrap().sum_all().unwrap().backward().unwrap();
+        let _second = (&o * 2.0).unwrap().sum_all().unwrap().backward().unwrap();
+        let captured = slot.take().expect("captured by the first backward");
+        assert!(md(&captured, first.get(av.as_tensor()).unwrap()) < 1e-6);
+        assert!(slot.take().is_none(), "handed out once");
     }
 }

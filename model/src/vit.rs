@@ -200,10 +200,28 @@ pub struct TrainForward {
     pub logits: Tensor,
     /// Post-softmax attention of every block, (B, heads, N, N), live in the graph.
     pub attn: Vec<Tensor>,
-    /// Zero-valued variables added to each attention map: after `backward`, the gradient
-    /// stored for `probes[l]` is exactly dL/d`attn[l]` (candle keeps no gradients of
+    /// Where dL/d`attn[l]` can be read after a backward pass (candle keeps no gradients of
     /// intermediate tensors).
-    pub probes: Vec<Var>,
+    pub probes: Vec<AttnProbe>,
+}
+
+/// How dL/dA of one attention map is obtained after `backward`.
+pub enum AttnProbe {
+    /// Recorded by the fused attention op in the first backward pass that reaches it (CPU).
+    Slot(crate::ops::GradSlot),
+    /// A zero-valued variable added to the map: its gradient is the map's (other devices).
+    Var(Var),
+}
+
+impl AttnProbe {
+    /// dL/dA from `grads` (the store of the backward pass that produced it). A slot hands its
+    /// gradient out once; a second call returns `None`.
+    pub fn grad(&self, grads: &candle_core::backprop::GradStore) -> Option<Tensor> {
+        match self {
+            AttnProbe::Slot(s) => s.take(),
+            AttnProbe::Var(v) => grads.get(v.as_tensor()).cloned(),
+        }
+    }
 }
 
 /// The model. Cloning is cheap and shares the parameters.
@@ -401,14 +419,14 @@ impl Vit {
         Ok(Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&pos)?)
     }
 
-    /// One block; `probe` (if any) is added to the attention map, whose value is returned.
+    /// One block: its output, its attention map and (with `probe`) where dL/dA will be found.
     fn block(
         &self,
         blk: &Block,
         x: &Tensor,
         mode: Mode,
-        probe: Option<&Var>,
-    ) -> Result<(Tensor, Tensor)> {
+        probe: bool,
+    ) -> Result<(Tensor, Tensor, Option<AttnProbe>)> {
         let (b, n, d) = x.dims3()?;
         let h = self.cfg.num_heads;
         let hd = d / h;
@@ -426,11 +444,17 @@ impl Vit {
                 Mode::Infer => crate::ops::softmax_value(&scores)?,
             }
         };
-        if let Some(z) = probe {
+        let mut slot = None;
+        let mut var = None;
+        if probe && fused {
+            slot = Some(crate::ops::GradSlot::default());
+        } else if probe {
+            let z = Var::zeros(attn.shape(), DType::F32, x.device())?;
             attn = attn.add(z.as_tensor())?;
+            var = Some(z);
         }
         let o = if fused {
-            crate::ops::attention_apply(&attn, &qkv, h)?
+            crate::ops::attention_apply(&attn, &qkv, h, slot.as_ref())?
         } else {
             let (_, _, v) = split_heads(&qkv, h, scale)?;
             attn.matmul(&v)?
@@ -446,14 +470,15 @@ impl Vit {
             Mode::Infer => crate::ops::gelu_erf_value(&y)?,
         };
         let x = blk.fc2.forward_residual(&y, Some(&x), mode)?;
-        Ok((x, attn))
+        let probe = slot.map(AttnProbe::Slot).or(var.map(AttnProbe::Var));
+        Ok((x, attn, probe))
     }
 
     /// Token features after the final LayerNorm, (B, N, D) (timm's `forward_features`).
     pub fn forward_features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut h = self.embed(x, mode)?;
         for blk in &self.blocks {
-            h = self.block(blk, &h, mode, None)?.0;
+            h = self.block(blk, &h, mode, false)?.0;
         }
         self.norm.forward(&h, mode)
     }
@@ -472,17 +497,14 @@ impl Vit {
 
     /// Training forward: logits and every block's attention map, differentiable end to end.
     pub fn forward_train(&self, x: &Tensor) -> Result<TrainForward> {
-        let b = x.dim(0)?;
-        let n = self.cfg.num_tokens();
         let mut h = self.embed(x, Mode::Train)?;
         let mut attn = Vec::with_capacity(self.blocks.len());
         let mut probes = Vec::with_capacity(self.blocks.len());
         for blk in &self.blocks {
-            let z = Var::zeros((b, self.cfg.num_heads, n, n), DType::F32, x.device())?;
-            let (next, a) = self.block(blk, &h, Mode::Train, Some(&z))?;
+            let (next, a, probe) = self.block(blk, &h, Mode::Train, true)?;
             h = next;
             attn.push(a);
-            probes.push(z);
+            probes.push(probe.expect("a probe was asked for"));
         }
         let f = self.norm.forward(&h, Mode::Train)?;
         let logits = self.forward_head(&f, Mode::Train)?;

@@ -172,8 +172,7 @@ pub fn attention_grads(f: &TrainForward, targets: &[u32]) -> Result<Vec<Tensor>>
         .iter()
         .enumerate()
         .map(|(l, p)| {
-            grads
-                .get(p.as_tensor())
+            p.grad(&grads)
                 .map(|g| g.detach())
                 .ok_or_else(|| RelevanceError::MissingGradient(format!("attention map {l}")))
         })
