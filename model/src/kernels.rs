@@ -16,12 +16,15 @@ use std::mem::MaybeUninit;
 macro_rules! vectorized {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
         pub fn $name($($arg: $ty),*) {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn imp($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx512($($arg: $ty),*) {
                     imp($($arg),*)
                 }
@@ -32,6 +35,7 @@ macro_rules! vectorized {
                     return unsafe { avx512($($arg),*) };
                 }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) {
                     imp($($arg),*)
                 }
@@ -278,6 +282,267 @@ pub fn linear(
     out
 }
 
+/// An input gradient and, when they were asked for, the (weight, bias) gradients.
+pub type InputAndParamGrads = (Vec<f32>, Option<(Vec<f32>, Vec<f32>)>);
+
+/// Rows per partial sum in the parameter-gradient reductions. Fixed, not derived from the
+/// thread count, and the partials are added in order: the result is then the same bits on any
+/// machine and any run, which a resumed run needs to continue exactly.
+pub const REDUCE_ROWS: usize = 64;
+
+/// Adds per-block partial sums in block order.
+pub fn sum_in_order(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    for p in partials {
+        out.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    out
+}
+
+/// Column sums of a row-major (rows, cols) matrix, in parallel blocks of [`REDUCE_ROWS`] rows.
+pub fn column_sums(g: &[f32], cols: usize) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = g
+        .par_chunks(REDUCE_ROWS * cols)
+        .map(|chunk| {
+            let mut acc = vec![0f32; cols];
+            for row in chunk.chunks_exact(cols) {
+                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+            acc
+        })
+        .collect();
+    sum_in_order(partials, cols)
+}
+
+/// Mean and 1/std of one row (two passes over the row).
+#[inline(always)]
+fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let d = x.len() as f32;
+    let mean = sum8(x) / d;
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            let v = c[i] - mean;
+            acc[i] += v * v;
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    let var =
+        (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail)
+            / d;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+vectorized! {
+    /// LayerNorm of each row of `x` (row length = w.len()), written to `y`.
+    pub fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [MaybeUninit<f32>]) {
+        let d = w.len();
+        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let (mean, rstd) = row_stats(xr, eps);
+            for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                o.write((v - mean) * rstd * wv + bv);
+            }
+        }
+    }
+}
+
+/// LayerNorm over rows of length `w.len()` with affine weight and bias, on all threads.
+pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    assert_eq!(b.len(), d, "layer norm: weight and bias differ in size");
+    assert_eq!(x.len() % d, 0, "layer norm: input is not rows of {d}");
+    // SAFETY: the row blocks cover the output and layer_norm_rows writes every element.
+    unsafe {
+        written_by(x.len(), |y| {
+            y.par_chunks_mut(32 * d)
+                .zip(x.par_chunks(32 * d))
+                .for_each(|(yc, xc)| layer_norm_rows(xc, w, b, eps, yc))
+        })
+    }
+}
+
+vectorized! {
+    /// LayerNorm backward for a block of rows: writes dx and adds this block's weight and bias
+    /// gradients to `dw`, `db`.
+    pub fn layer_norm_backward_rows(
+        x: &[f32],
+        w: &[f32],
+        g: &[f32],
+        eps: f32,
+        dx: &mut [MaybeUninit<f32>],
+        dw: &mut [f32],
+        db: &mut [f32],
+        xhat: &mut [f32],
+    ) {
+        let d = w.len();
+        for ((xr, gr), dxr) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+            let (mean, rstd) = row_stats(xr, eps);
+            let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
+            for j in 0..d {
+                xhat[j] = (xr[j] - mean) * rstd;
+                let gy = gr[j] * w[j];
+                s1[j % 8] += gy;
+                s2[j % 8] += gy * xhat[j];
+                dw[j] += gr[j] * xhat[j];
+                db[j] += gr[j];
+            }
+            let m1 = s1.iter().sum::<f32>() / d as f32;
+            let m2 = s2.iter().sum::<f32>() / d as f32;
+            for j in 0..d {
+                dxr[j].write(rstd * (gr[j] * w[j] - m1 - xhat[j] * m2));
+            }
+        }
+    }
+}
+
+/// LayerNorm backward over all rows: dx, and the weight and bias gradients (summed in a fixed
+/// order) when `params` is set.
+pub fn layer_norm_backward(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    eps: f32,
+    params: bool,
+) -> InputAndParamGrads {
+    let d = w.len();
+    assert_eq!(
+        x.len(),
+        g.len(),
+        "layer norm backward: x and its gradient differ in size"
+    );
+    let mut partials = Vec::new();
+    // SAFETY: the row blocks cover dx and layer_norm_backward_rows writes every element.
+    let dx = unsafe {
+        written_by(x.len(), |dx| {
+            partials = dx
+                .par_chunks_mut(REDUCE_ROWS * d)
+                .zip(
+                    x.par_chunks(REDUCE_ROWS * d)
+                        .zip(g.par_chunks(REDUCE_ROWS * d)),
+                )
+                .map(|(dxc, (xc, gc))| {
+                    let (mut dw, mut db, mut xhat) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+                    layer_norm_backward_rows(xc, w, gc, eps, dxc, &mut dw, &mut db, &mut xhat);
+                    (dw, db)
+                })
+                .collect::<Vec<_>>();
+        })
+    };
+    if !params {
+        return (dx, None);
+    }
+    let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    (dx, Some((sum_in_order(dws, d), sum_in_order(dbs, d))))
+}
+
+/// `dst (m, n) [+]= scale · lhs (m, k) · rhs (k, n)` with arbitrary row / column strides
+/// (in elements). `read_dst` accumulates onto dst instead of overwriting it.
+///
+/// # Safety
+/// Every strided access must stay inside the three buffers.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_rs, dst_cs): (usize, usize),
+    read_dst: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    scale: f32,
+    parallel: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let par = if parallel && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            read_dst,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if read_dst { 1.0 } else { 0.0 },
+            scale,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Backward of `y = x Wᵀ + b` for x (m, k), W (n, k) and dy (m, n): dx = dy W, and with
+/// `params` dW = dyᵀ x and db = column sums of dy.
+pub fn linear_backward(
+    g: &[f32],
+    x: &[f32],
+    w: &[f32],
+    (m, k, n): (usize, usize, usize),
+    params: bool,
+) -> InputAndParamGrads {
+    assert!(
+        g.len() == m * n && x.len() == m * k && w.len() == n * k,
+        "linear backward: sizes"
+    );
+    // SAFETY: the GEMM writes all of dx (no read of dst); strides as for row-major buffers.
+    let dx = unsafe {
+        written_by(m * k, |dx| {
+            gemm_strided(
+                (m, k, n),
+                dx.as_mut_ptr().cast::<f32>(),
+                (k, 1),
+                false,
+                g.as_ptr(),
+                (n, 1),
+                w.as_ptr(),
+                (k, 1),
+                1.0,
+                true,
+            )
+        })
+    };
+    if !params {
+        return (dx, None);
+    }
+    // SAFETY: dW (n, k) is fully written; dyᵀ is dy read with swapped strides.
+    let dw = unsafe {
+        written_by(n * k, |dw| {
+            gemm_strided(
+                (n, k, m),
+                dw.as_mut_ptr().cast::<f32>(),
+                (k, 1),
+                false,
+                g.as_ptr(),
+                (1, n),
+                x.as_ptr(),
+                (k, 1),
+                1.0,
+                true,
+            )
+        })
+    };
+    (dx, Some((dw, column_sums(g, n))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +631,102 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn naive_layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f64) -> Vec<f64> {
+        let d = w.len();
+        x.chunks(d)
+            .flat_map(|r| {
+                let mean = r.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+                let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+                let rstd = 1.0 / (var + eps).sqrt();
+                (0..d).map(move |j| (r[j] as f64 - mean) * rstd * w[j] as f64 + b[j] as f64)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layer_norm_and_backward_match_f64_and_finite_differences() {
+        let (rows, d) = (70, 13);
+        let x: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 31 % 23) as f32 - 11.0) / 4.0)
+            .collect();
+        let w: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 / 10.0).collect();
+        let b: Vec<f32> = (0..d).map(|i| i as f32 / 20.0 - 0.3).collect();
+        let g: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 7 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let y = layer_norm(&x, &w, &b, 1e-6);
+        for (a, e) in y.iter().zip(naive_layer_norm(&x, &w, &b, 1e-6)) {
+            assert!((*a as f64 - e).abs() < 1e-5, "{a} vs {e}");
+        }
+        // Loss L = <g, LN(x)>: compare dx, dw, db with central differences in f64.
+        let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+            naive_layer_norm(x, w, b, 1e-6)
+                .iter()
+                .zip(&g)
+                .map(|(y, &g)| y * g as f64)
+                .sum()
+        };
+        let (dx, p) = layer_norm_backward(&x, &w, &g, 1e-6, true);
+        let (dw, db) = p.unwrap();
+        let h = 1e-2f32;
+        for i in [0, 5, 77, 500, rows * d - 1] {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            let fd = (loss(&xp, &w, &b) - loss(&xm, &w, &b)) / (2.0 * h as f64);
+            assert!(
+                (dx[i] as f64 - fd).abs() < 1e-3 * (1.0 + fd.abs()),
+                "dx[{i}] {} vs {fd}",
+                dx[i]
+            );
+        }
+        for j in 0..d {
+            let (mut wp, mut wm) = (w.clone(), w.clone());
+            wp[j] += h;
+            wm[j] -= h;
+            let fd = (loss(&x, &wp, &b) - loss(&x, &wm, &b)) / (2.0 * h as f64);
+            assert!(
+                (dw[j] as f64 - fd).abs() < 1e-3 * (1.0 + fd.abs()),
+                "dw[{j}]"
+            );
+            let want: f64 = (0..rows).map(|r| g[r * d + j] as f64).sum();
+            assert!((db[j] as f64 - want).abs() < 1e-4, "db[{j}]");
+        }
+        let (dx2, none) = layer_norm_backward(&x, &w, &g, 1e-6, false);
+        assert!(none.is_none() && dx2 == dx);
+    }
+
+    #[test]
+    fn linear_backward_matches_naive_products() {
+        let (m, k, n) = (150, 19, 11);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 9.0)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let g: Vec<f32> = (0..m * n)
+            .map(|i| ((i * 3 % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        let (dx, p) = linear_backward(&g, &x, &w, (m, k, n), true);
+        let (dw, db) = p.unwrap();
+        for i in 0..m {
+            for t in 0..k {
+                let want: f64 = (0..n).map(|j| (g[i * n + j] * w[j * k + t]) as f64).sum();
+                assert!((dx[i * k + t] as f64 - want).abs() < 1e-4, "dx[{i},{t}]");
+            }
+        }
+        for j in 0..n {
+            for t in 0..k {
+                let want: f64 = (0..m).map(|i| (g[i * n + j] * x[i * k + t]) as f64).sum();
+                assert!((dw[j * k + t] as f64 - want).abs() < 1e-3, "dw[{j},{t}]");
+            }
+            let want: f64 = (0..m).map(|i| g[i * n + j] as f64).sum();
+            assert!((db[j] as f64 - want).abs() < 1e-4, "db[{j}]");
+        }
+        assert!(linear_backward(&g, &x, &w, (m, k, n), false).1.is_none());
     }
 
     #[test]

@@ -173,19 +173,6 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// Rows per partial sum in the parameter-gradient reductions. Fixed, not derived from the
-/// thread count, and the partials are added in order: the result is then the same bits on any
-/// machine and any run, which a resumed run needs to continue exactly.
-const REDUCE_ROWS: usize = 64;
-
-fn sum_in_order(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n];
-    for p in partials {
-        out.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-    }
-    out
-}
-
 /// Column sums of a (rows, cols) matrix. candle's reduction over the leading dimension walks
 /// the matrix with a stride and was a tenth of a training step; on the CPU this sums rows in
 /// parallel blocks instead.
@@ -194,19 +181,7 @@ pub fn sum_rows(g: &Tensor) -> Result<Tensor> {
         return g.sum(0);
     }
     let (_, cols) = g.dims2()?;
-    let sums = with_f32(g, |gs| {
-        let partials: Vec<Vec<f32>> = gs
-            .par_chunks(REDUCE_ROWS * cols)
-            .map(|chunk| {
-                let mut acc = vec![0f32; cols];
-                for row in chunk.chunks_exact(cols) {
-                    acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                }
-                acc
-            })
-            .collect();
-        sum_in_order(partials, cols)
-    })?;
+    let sums = with_f32(g, |gs| crate::kernels::column_sums(gs, cols))?;
     Tensor::from_vec(sums, cols, g.device())
 }
 
@@ -290,51 +265,15 @@ impl CustomOp3 for LayerNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (x, w, g) = (x.detach(), w.detach(), g.detach());
         let d = x.dim(D::Minus1)?;
-        if cpu_f32(&x) && cpu_f32(&g) {
-            let eps = self.eps;
-            let mut dx = vec![0f32; x.elem_count()];
-            let (dw, db) = with_f32(&x, |xs| {
+        if cpu_f32(&x) && cpu_f32(&g) && cpu_f32(&w) {
+            let (dx, p) = with_f32(&x, |xs| {
                 with_f32(&g, |gs| {
                     with_f32(&w, |ws| {
-                        let chunk = REDUCE_ROWS;
-                        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-                            .par_chunks_mut(chunk * d)
-                            .enumerate()
-                            .map(|(ci, dxc)| {
-                                let mut dw = vec![0f32; d];
-                                let mut db = vec![0f32; d];
-                                let mut xhat = vec![0f32; d];
-                                for (ri, dxr) in dxc.chunks_mut(d).enumerate() {
-                                    let r = ci * chunk + ri;
-                                    let xr = &xs[r * d..(r + 1) * d];
-                                    let gr = &gs[r * d..(r + 1) * d];
-                                    let mean = xr.iter().sum::<f32>() / d as f32;
-                                    let var =
-                                        xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()
-                                            / d as f32;
-                                    let rstd = 1.0 / (var + eps).sqrt();
-                                    let (mut s1, mut s2) = (0f32, 0f32);
-                                    for j in 0..d {
-                                        xhat[j] = (xr[j] - mean) * rstd;
-                                        let gy = gr[j] * ws[j];
-                                        s1 += gy;
-                                        s2 += gy * xhat[j];
-                                        dw[j] += gr[j] * xhat[j];
-                                        db[j] += gr[j];
-                                    }
-                                    let (m1, m2) = (s1 / d as f32, s2 / d as f32);
-                                    for j in 0..d {
-                                        dxr[j] = rstd * (gr[j] * ws[j] - m1 - xhat[j] * m2);
-                                    }
-                                }
-                                (dw, db)
-                            })
-                            .collect();
-                        let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
-                        (sum_in_order(dws, d), sum_in_order(dbs, d))
+                        crate::kernels::layer_norm_backward(xs, ws, gs, self.eps, true)
                     })
                 })
             })???;
+            let (dw, db) = p.expect("parameter gradients were asked for");
             let dev = x.device();
             return Ok((
                 Some(Tensor::from_vec(dx, x.shape(), dev)?),
@@ -365,7 +304,7 @@ impl CustomOp3 for LayerNorm {
 
 /// LayerNorm over the last dimension with affine weight and bias.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
-    let y = candle_nn::ops::layer_norm(&x.detach().contiguous()?, &w.detach(), &b.detach(), eps)?;
+    let y = layer_norm_value(x, w, b, eps)?;
     x.apply_op3(
         w,
         b,
@@ -374,6 +313,19 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor
             eps,
         },
     )
+}
+
+/// The value of a LayerNorm over the last dimension, with no graph.
+pub fn layer_norm_value(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+    if cpu_f32(x) && cpu_f32(w) && cpu_f32(b) && w.dims1()? == x.dim(D::Minus1)? {
+        let y = with_f32(x, |xs| {
+            with_f32(w, |ws| {
+                with_f32(b, |bs| crate::kernels::layer_norm(xs, ws, bs, eps))
+            })
+        })???;
+        return Tensor::from_vec(y, x.shape(), x.device());
+    }
+    candle_nn::ops::layer_norm(&x.detach().contiguous()?, &w.detach(), &b.detach(), eps)
 }
 
 // ------------------------------------------------------------------------------------------
