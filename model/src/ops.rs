@@ -725,15 +725,15 @@ unsafe impl Sync for SharedMut {}
 
 /// Shape bookkeeping for a qkv tensor of shape (B, N, 3·H·hd).
 #[derive(Clone, Copy)]
-struct Heads {
-    b: usize,
-    n: usize,
-    h: usize,
-    hd: usize,
+pub(crate) struct Heads {
+    pub b: usize,
+    pub n: usize,
+    pub h: usize,
+    pub hd: usize,
 }
 
 impl Heads {
-    fn of(qkv: &Tensor, h: usize) -> Result<Self> {
+    pub fn of(qkv: &Tensor, h: usize) -> Result<Self> {
         let (b, n, d3) = qkv.dims3()?;
         if d3 % (3 * h) != 0 {
             candle_core::bail!("qkv width {d3} is not 3 x {h} heads");
@@ -745,7 +745,7 @@ impl Heads {
             hd: d3 / 3 / h,
         })
     }
-    fn d(&self) -> usize {
+    pub fn d(&self) -> usize {
         self.h * self.hd
     }
     fn row(&self) -> usize {
@@ -795,6 +795,180 @@ unsafe fn mm(
     )
 }
 
+/// softmax(scale · q kᵀ) of every (image, head) from qkv (B, N, 3·H·hd): (B, H, N, N).
+pub(crate) fn probs_forward(qkv: &[f32], g: Heads, scale: f32) -> Vec<f32> {
+    let n = g.n;
+    let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
+        out.par_chunks_mut(n * n).enumerate().for_each(|(bh, o)| {
+            let (bi, hi) = (bh / g.h, bh % g.h);
+            // SAFETY: the GEMM writes all n·n scores of this head (beta = 0, no read of dst)
+            // before the slice is viewed as initialised floats.
+            let o = unsafe {
+                let o = o.as_mut_ptr().cast::<f32>();
+                let q = qkv.as_ptr().add(g.at(bi, 0, hi));
+                let k = qkv.as_ptr().add(g.at(bi, 1, hi));
+                // scores = scale * q k^T; k^T(kk, j) = k[j, kk].
+                mm(n, n, g.hd, o, n, q, g.row(), 1, k, 1, g.row(), scale);
+                std::slice::from_raw_parts_mut(o, n * n)
+            };
+            crate::kernels::softmax_rows(o, n);
+        })
+    };
+    // SAFETY: `fill` writes every head's n·n block.
+    unsafe { crate::kernels::written_by(g.b * g.h * n * n, fill) }
+}
+
+/// Backward of [`probs_forward`]: writes dq and dk (the q and k columns of `dqkv`; the v
+/// columns are left as they are) from the attention map `a` and its gradient `da`.
+pub(crate) fn probs_backward(
+    x: &[f32],
+    a: &[f32],
+    da: &[f32],
+    g: Heads,
+    scale: f32,
+    dqkv: &mut [f32],
+) {
+    let n = g.n;
+    assert_eq!(dqkv.len(), x.len(), "attention backward: dqkv size");
+    let ptr = SharedMut(dqkv.as_mut_ptr());
+    (0..g.b * g.h).into_par_iter().for_each(|bh| {
+        let p = ptr;
+        let (bi, hi) = (bh / g.h, bh % g.h);
+        let (ar, dar) = (
+            &a[bh * n * n..(bh + 1) * n * n],
+            &da[bh * n * n..(bh + 1) * n * n],
+        );
+        let mut ds = vec![0f32; n * n];
+        for ((yr, gr), dr) in ar
+            .chunks_exact(n)
+            .zip(dar.chunks_exact(n))
+            .zip(ds.chunks_exact_mut(n))
+        {
+            softmax_backward_row(yr, gr, dr);
+        }
+        unsafe {
+            let q = x.as_ptr().add(g.at(bi, 0, hi));
+            let k = x.as_ptr().add(g.at(bi, 1, hi));
+            // dq = scale dS k ; dk = scale dS^T q
+            mm(
+                n,
+                g.hd,
+                n,
+                p.0.add(g.at(bi, 0, hi)),
+                g.row(),
+                ds.as_ptr(),
+                n,
+                1,
+                k,
+                g.row(),
+                1,
+                scale,
+            );
+            mm(
+                n,
+                g.hd,
+                n,
+                p.0.add(g.at(bi, 1, hi)),
+                g.row(),
+                ds.as_ptr(),
+                1,
+                n,
+                q,
+                g.row(),
+                1,
+                scale,
+            );
+        }
+    })
+}
+
+/// The heads' outputs `A v` from the attention map a (B, H, N, N) and qkv: (B, N, H·hd).
+pub(crate) fn apply_forward(a: &[f32], qkv: &[f32], g: Heads) -> Vec<f32> {
+    let (b, n, d) = (g.b, g.n, g.d());
+    let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
+        out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
+            let o = o.as_mut_ptr().cast::<f32>();
+            for hi in 0..g.h {
+                let bh = bi * g.h + hi;
+                // SAFETY: head hi writes columns hi·hd .. (hi+1)·hd of every row of this batch
+                // element (beta = 0), inside its (n, d) block.
+                unsafe {
+                    let v = qkv.as_ptr().add(g.at(bi, 2, hi));
+                    mm(
+                        n,
+                        g.hd,
+                        n,
+                        o.add(hi * g.hd),
+                        d,
+                        a.as_ptr().add(bh * n * n),
+                        n,
+                        1,
+                        v,
+                        g.row(),
+                        1,
+                        1.0,
+                    );
+                }
+            }
+        })
+    };
+    // SAFETY: the heads together write all d columns of every row.
+    unsafe { crate::kernels::written_by(b * n * d, fill) }
+}
+
+/// Backward of [`apply_forward`]: returns dA and writes dv (the v columns of `dqkv`; the q and k
+/// columns are left as they are).
+pub(crate) fn apply_backward(
+    a: &[f32],
+    x: &[f32],
+    go: &[f32],
+    g: Heads,
+    dqkv: &mut [f32],
+) -> Vec<f32> {
+    let (n, d) = (g.n, g.d());
+    assert_eq!(dqkv.len(), x.len(), "attention backward: dqkv size");
+    let mut da = vec![0f32; a.len()];
+    let pq = SharedMut(dqkv.as_mut_ptr());
+    da.par_chunks_mut(n * n).enumerate().for_each(|(bh, dar)| {
+        let p = pq;
+        let (bi, hi) = (bh / g.h, bh % g.h);
+        unsafe {
+            let v = x.as_ptr().add(g.at(bi, 2, hi));
+            let dob = go.as_ptr().add(bi * n * d + hi * g.hd);
+            // dA = dO v^T ; dv = A^T dO
+            mm(
+                n,
+                n,
+                g.hd,
+                dar.as_mut_ptr(),
+                n,
+                dob,
+                d,
+                1,
+                v,
+                1,
+                g.row(),
+                1.0,
+            );
+            mm(
+                n,
+                g.hd,
+                n,
+                p.0.add(g.at(bi, 2, hi)),
+                g.row(),
+                a.as_ptr().add(bh * n * n),
+                1,
+                n,
+                dob,
+                d,
+                1,
+                1.0,
+            );
+        }
+    });
+    da
+}
+
 struct AttnProbs {
     h: usize,
     scale: f32,
@@ -812,84 +986,17 @@ impl CustomOp1 for AttnProbs {
             h: self.h,
             hd: d3 / 3 / self.h,
         };
-        let qkv = &s.as_slice::<f32>()?[l.start_offset()..];
-        let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
-            out.par_chunks_mut(n * n).enumerate().for_each(|(bh, o)| {
-                let (bi, hi) = (bh / g.h, bh % g.h);
-                // SAFETY: the GEMM writes all n·n scores of this head (beta = 0, no read of dst)
-                // before the slice is viewed as initialised floats.
-                let o = unsafe {
-                    let o = o.as_mut_ptr().cast::<f32>();
-                    let q = qkv.as_ptr().add(g.at(bi, 0, hi));
-                    let k = qkv.as_ptr().add(g.at(bi, 1, hi));
-                    // scores = scale * q k^T; k^T(kk, j) = k[j, kk].
-                    mm(n, n, g.hd, o, n, q, g.row(), 1, k, 1, g.row(), self.scale);
-                    std::slice::from_raw_parts_mut(o, n * n)
-                };
-                crate::kernels::softmax_rows(o, n);
-            })
-        };
-        // SAFETY: `fill` writes every head's n·n block.
-        let out = unsafe { crate::kernels::written_by(g.b * g.h * n * n, fill) };
+        let qkv = &s.as_slice::<f32>()?[l.start_offset()..][..b * n * d3];
+        let out = probs_forward(qkv, g, self.scale);
         Ok((CpuStorage::F32(out), Shape::from((g.b, g.h, n, n))))
     }
     fn bwd(&self, qkv: &Tensor, a: &Tensor, da: &Tensor) -> Result<Option<Tensor>> {
         let g = Heads::of(qkv, self.h)?;
-        let n = g.n;
         let mut dqkv = vec![0f32; qkv.elem_count()];
-        let ptr = SharedMut(dqkv.as_mut_ptr());
         with_f32(&qkv.detach(), |x| {
             with_f32(&a.detach(), |a| {
                 with_f32(&da.detach(), |da| {
-                    (0..g.b * g.h).into_par_iter().for_each(|bh| {
-                        let p = ptr;
-                        let (bi, hi) = (bh / g.h, bh % g.h);
-                        let (ar, dar) = (
-                            &a[bh * n * n..(bh + 1) * n * n],
-                            &da[bh * n * n..(bh + 1) * n * n],
-                        );
-                        let mut ds = vec![0f32; n * n];
-                        for ((yr, gr), dr) in ar
-                            .chunks_exact(n)
-                            .zip(dar.chunks_exact(n))
-                            .zip(ds.chunks_exact_mut(n))
-                        {
-                            softmax_backward_row(yr, gr, dr);
-                        }
-                        unsafe {
-                            let q = x.as_ptr().add(g.at(bi, 0, hi));
-                            let k = x.as_ptr().add(g.at(bi, 1, hi));
-                            // dq = scale dS k ; dk = scale dS^T q
-                            mm(
-                                n,
-                                g.hd,
-                                n,
-                                p.0.add(g.at(bi, 0, hi)),
-                                g.row(),
-                                ds.as_ptr(),
-                                n,
-                                1,
-                                k,
-                                g.row(),
-                                1,
-                                self.scale,
-                            );
-                            mm(
-                                n,
-                                g.hd,
-                                n,
-                                p.0.add(g.at(bi, 1, hi)),
-                                g.row(),
-                                ds.as_ptr(),
-                                1,
-                                n,
-                                q,
-                                g.row(),
-                                1,
-                                self.scale,
-                            );
-                        }
-                    })
+                    probs_backward(x, a, da, g, self.scale, &mut dqkv)
                 })
             })
         })???;
@@ -957,39 +1064,10 @@ impl candle_core::CustomOp2 for AttnApply {
             h: self.h,
             hd: d3 / 3 / self.h,
         };
-        let a = &s1.as_slice::<f32>()?[l1.start_offset()..];
-        let qkv = &s2.as_slice::<f32>()?[l2.start_offset()..];
-        let d = g.d();
-        let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
-            out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
-                let o = o.as_mut_ptr().cast::<f32>();
-                for hi in 0..g.h {
-                    let bh = bi * g.h + hi;
-                    // SAFETY: head hi writes columns hi·hd .. (hi+1)·hd of every row of this batch
-                    // element (beta = 0), inside its (n, d) block.
-                    unsafe {
-                        let v = qkv.as_ptr().add(g.at(bi, 2, hi));
-                        mm(
-                            n,
-                            g.hd,
-                            n,
-                            o.add(hi * g.hd),
-                            d,
-                            a.as_ptr().add(bh * n * n),
-                            n,
-                            1,
-                            v,
-                            g.row(),
-                            1,
-                            1.0,
-                        );
-                    }
-                }
-            })
-        };
-        // SAFETY: the heads together write all d columns of every row.
-        let out = unsafe { crate::kernels::written_by(b * n * d, fill) };
-        Ok((CpuStorage::F32(out), Shape::from((b, n, d))))
+        let a = &s1.as_slice::<f32>()?[l1.start_offset()..][..b * g.h * n * n];
+        let qkv = &s2.as_slice::<f32>()?[l2.start_offset()..][..b * n * d3];
+        let out = apply_forward(a, qkv, g);
+        Ok((CpuStorage::F32(out), Shape::from((b, n, g.d()))))
     }
     fn bwd(
         &self,
@@ -999,51 +1077,10 @@ impl candle_core::CustomOp2 for AttnApply {
         dout: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Heads::of(qkv, self.h)?;
-        let (n, d) = (g.n, g.d());
-        let mut da = vec![0f32; a.elem_count()];
         let mut dqkv = vec![0f32; qkv.elem_count()];
-        let pq = SharedMut(dqkv.as_mut_ptr());
-        with_f32(&a.detach(), |a| {
+        let da = with_f32(&a.detach(), |a| {
             with_f32(&qkv.detach(), |x| {
-                with_f32(&dout.detach(), |go| {
-                    da.par_chunks_mut(n * n).enumerate().for_each(|(bh, dar)| {
-                        let p = pq;
-                        let (bi, hi) = (bh / g.h, bh % g.h);
-                        unsafe {
-                            let v = x.as_ptr().add(g.at(bi, 2, hi));
-                            let dob = go.as_ptr().add(bi * n * d + hi * g.hd);
-                            // dA = dO v^T ; dv = A^T dO
-                            mm(
-                                n,
-                                n,
-                                g.hd,
-                                dar.as_mut_ptr(),
-                                n,
-                                dob,
-                                d,
-                                1,
-                                v,
-                                1,
-                                g.row(),
-                                1.0,
-                            );
-                            mm(
-                                n,
-                                g.hd,
-                                n,
-                                p.0.add(g.at(bi, 2, hi)),
-                                g.row(),
-                                a.as_ptr().add(bh * n * n),
-                                1,
-                                n,
-                                dob,
-                                d,
-                                1,
-                                1.0,
-                            );
-                        }
-                    })
-                })
+                with_f32(&dout.detach(), |go| apply_backward(a, x, go, g, &mut dqkv))
             })
         })???;
         let da = Tensor::from_vec(da, a.shape(), a.device())?;
