@@ -9,6 +9,7 @@
 //! # Ok::<(), model::ModelError>(())
 //! ```
 
+pub mod block;
 pub mod config;
 pub mod hub;
 pub mod kernels;

@@ -37,7 +37,7 @@ pub fn input_grads_only<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn param_grads_wanted() -> bool {
+pub(crate) fn param_grads_wanted() -> bool {
     !INPUT_GRADS_ONLY.with(|c| c.get())
 }
 
@@ -1020,7 +1020,7 @@ enum SlotState {
 }
 
 impl GradSlot {
-    fn offer(&self, g: &Tensor) {
+    pub(crate) fn offer(&self, g: &Tensor) {
         if let Ok(mut s) = self.0.lock() {
             if matches!(*s, SlotState::Waiting) {
                 *s = SlotState::Captured(g.clone());

@@ -174,6 +174,8 @@ struct Block {
     norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
+    /// The same weights for the fused training block (CPU).
+    fused: crate::block::BlockRef,
 }
 
 /// q (already scaled), k and v as contiguous (B, H, N, hd) tensors, for devices without the
@@ -198,6 +200,24 @@ pub struct TrainForward {
     /// Where dL/d`attn[l]` can be read after a backward pass (candle keeps no gradients of
     /// intermediate tensors).
     pub probes: Vec<AttnProbe>,
+    /// Parameter gradients written by the fused blocks' backward (their weights are not
+    /// nodes of candle's graph); read them through [`TrainForward::param_grad`].
+    pub fused_grads: crate::block::ParamGrads,
+}
+
+impl TrainForward {
+    /// The gradient of parameter `name` (variable `var`) after a backward pass whose gradient
+    /// store is `grads`: from the fused blocks if they produced it, else from the store.
+    pub fn param_grad(
+        &self,
+        name: &str,
+        var: &Var,
+        grads: &candle_core::backprop::GradStore,
+    ) -> Option<Tensor> {
+        self.fused_grads
+            .get(name)
+            .or_else(|| grads.get(var.as_tensor()).cloned())
+    }
 }
 
 /// How dL/dA of one attention map is obtained after `backward`.
@@ -290,6 +310,19 @@ impl Vit {
                     b: t(&n(&format!("{s}.bias"))),
                     eps,
                 };
+                let lin_ref = |s: &str, bias: bool| crate::block::LinearRef {
+                    w: t(&n(&format!("{s}.weight"))),
+                    b: bias.then(|| t(&n(&format!("{s}.bias")))),
+                    w_name: n(&format!("{s}.weight")),
+                    b_name: n(&format!("{s}.bias")),
+                };
+                let norm_ref = |s: &str| crate::block::NormRef {
+                    w: t(&n(&format!("{s}.weight"))),
+                    b: t(&n(&format!("{s}.bias"))),
+                    eps,
+                    w_name: n(&format!("{s}.weight")),
+                    b_name: n(&format!("{s}.bias")),
+                };
                 Block {
                     norm1: ln("norm1"),
                     qkv: lin("attn.qkv", cfg.qkv_bias),
@@ -297,6 +330,16 @@ impl Vit {
                     norm2: ln("norm2"),
                     fc1: lin("mlp.fc1", true),
                     fc2: lin("mlp.fc2", true),
+                    fused: crate::block::BlockRef {
+                        norm1: norm_ref("norm1"),
+                        qkv: lin_ref("attn.qkv", cfg.qkv_bias),
+                        proj: lin_ref("attn.proj", true),
+                        norm2: norm_ref("norm2"),
+                        fc1: lin_ref("mlp.fc1", true),
+                        fc2: lin_ref("mlp.fc2", true),
+                        heads: cfg.num_heads,
+                        scale: ((d / cfg.num_heads) as f64).powf(-0.5) as f32,
+                    },
                 }
             })
             .collect();
@@ -495,7 +538,16 @@ impl Vit {
         let mut h = self.embed(x, Mode::Train)?;
         let mut attn = Vec::with_capacity(self.blocks.len());
         let mut probes = Vec::with_capacity(self.blocks.len());
+        let fused_grads = crate::block::ParamGrads::default();
         for blk in &self.blocks {
+            if crate::block::available(&h, &blk.fused) {
+                let slot = crate::ops::GradSlot::default();
+                let (next, a) = crate::block::forward(&blk.fused, &h, Some(&slot), &fused_grads)?;
+                h = next;
+                attn.push(a);
+                probes.push(AttnProbe::Slot(slot));
+                continue;
+            }
             let (next, a, probe) = self.block(blk, &h, Mode::Train, true)?;
             h = next;
             attn.push(a);
@@ -507,6 +559,7 @@ impl Vit {
             logits,
             attn,
             probes,
+            fused_grads,
         })
     }
 }

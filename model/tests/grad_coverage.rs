@@ -19,8 +19,8 @@ fn every_parameter_receives_a_gradient() {
     let grads = loss.backward().unwrap();
     assert_eq!(vit.params().len(), model::expected_shapes(&cfg).len());
     for (name, var) in vit.params().iter() {
-        let g = grads
-            .get(var.as_tensor())
+        let g = fwd
+            .param_grad(name, var, &grads)
             .unwrap_or_else(|| panic!("{name} got no gradient"));
         let norm = g
             .sqr()

@@ -287,7 +287,7 @@ pub fn train_step(
 ) -> Result<StepOutput> {
     let e = evaluate(vit, x, masks, targets, cfg, true)?;
     let losses = e.terms.values()?;
-    let grads = param_grads(vit, &e.terms.total, cfg)?;
+    let grads = param_grads(vit, &e.forward, &e.terms.total, cfg)?;
     Ok(StepOutput {
         losses,
         grads,
@@ -339,14 +339,19 @@ pub fn loss_given_grads(
 /// candle prunes the branch behind a zero weight (`affine(0, _)`), so with a zero loss weight
 /// some parameters get no gradient at all: theirs is zero. With all weights non-zero every
 /// parameter is reached, and a missing gradient means a cut graph, which is an error.
-fn param_grads(vit: &Vit, loss: &Tensor, cfg: &LossConfig) -> Result<BTreeMap<String, Tensor>> {
+fn param_grads(
+    vit: &Vit,
+    forward: &TrainForward,
+    loss: &Tensor,
+    cfg: &LossConfig,
+) -> Result<BTreeMap<String, Tensor>> {
     let store = loss.backward()?;
     let pruned = [cfg.lambda_seg, cfg.lambda_cls, cfg.lambda_bg, cfg.lambda_fg].contains(&0.0);
     vit.params()
         .iter()
         .map(|(name, var): (&String, &Var)| {
-            let g = match store.get(var.as_tensor()) {
-                Some(g) => g.clone(),
+            let g = match forward.param_grad(name, var, &store) {
+                Some(g) => g,
                 None if pruned => var.as_tensor().zeros_like()?,
                 None => return Err(RelevanceError::MissingGradient(name.clone())),
             };

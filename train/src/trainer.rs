@@ -371,16 +371,15 @@ pub fn train_step(
             })
         }
         Objective::Ce => {
-            let f = vit.forward_features(&batch.images, model::Mode::Train)?;
-            let logits = vit.forward_head(&f, model::Mode::Train)?;
-            let loss = cross_entropy(&logits, &batch.labels, cfg.temperature)?;
+            let f = vit.forward_train(&batch.images)?;
+            let loss = cross_entropy(&f.logits, &batch.labels, cfg.temperature)?;
             let store = loss.backward()?;
             let mut grads = std::collections::BTreeMap::new();
             for (name, var) in vit.params().iter() {
-                let g = store
-                    .get(var.as_tensor())
+                let g = f
+                    .param_grad(name, var, &store)
                     .with_context(|| format!("no gradient reached {name}"))?;
-                grads.insert(name.clone(), g.clone());
+                grads.insert(name.clone(), g);
             }
             opt.step(vit.params(), &grads)?;
             let l: f32 = loss.to_scalar()?;

@@ -1,0 +1,415 @@
+//! A transformer block on the CPU as three graph nodes with hand-written backward passes:
+//!
+//! 1. [`AttnMap`]: `x → A = softmax(q kᵀ · scale)` with `qkv = LN1(x) W_qkvᵀ + b`;
+//! 2. [`AttnOut`]: `(A, x) → x1 = x + (A v) W_projᵀ + b`;
+//! 3. [`Mlp`]: `x1 → x2 = x1 + fc2(GELU(fc1(LN2(x1))))`.
+//!
+//! Built from candle ops (or one custom op per layer), a block is a dozen nodes, and candle's
+//! backward allocates a zero-filled buffer and adds into it for every gradient edge; the MLP's
+//! hidden activations alone (4·D per token) cross three of them. Here the only edges candle sees
+//! are x, A and x1. The attention map stays a tensor of its own, so the relevance loss can
+//! still differentiate through it.
+//!
+//! The parameters are not inputs of these nodes: their gradients go to a [`ParamGrads`]
+//! collector, which [`crate::TrainForward::param_grads`] merges with candle's gradient store.
+//! Activations that are cheap to recompute (the layer norms, GELU(u)) are recomputed in the
+//! backward instead of being kept, which is most of the memory a training step holds.
+
+use crate::kernels;
+use crate::ops::{
+    apply_backward, apply_forward, param_grads_wanted, probs_backward, probs_forward, GradSlot,
+    Heads,
+};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Gradients of the parameters that the fused block ops used, by parameter name. Each backward
+/// pass that computes parameter gradients replaces the previous values.
+#[derive(Clone, Default)]
+pub struct ParamGrads(Arc<Mutex<BTreeMap<String, Tensor>>>);
+
+impl ParamGrads {
+    fn put(&self, name: &str, data: Vec<f32>, like: &Tensor) -> Result<()> {
+        let t = Tensor::from_vec(data, like.shape(), like.device())?;
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned parameter gradients".into()))?
+            .insert(name.to_string(), t);
+        Ok(())
+    }
+    /// The gradient of parameter `name`, if a backward pass produced one.
+    pub fn get(&self, name: &str) -> Option<Tensor> {
+        self.0.lock().ok()?.get(name).cloned()
+    }
+}
+
+/// A linear layer's weights and their parameter names.
+#[derive(Clone)]
+pub(crate) struct LinearRef {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+    pub w_name: String,
+    pub b_name: String,
+}
+
+/// A layer norm's weights and their parameter names.
+#[derive(Clone)]
+pub(crate) struct NormRef {
+    pub w: Tensor,
+    pub b: Tensor,
+    pub eps: f32,
+    pub w_name: String,
+    pub b_name: String,
+}
+
+/// Everything one block needs.
+#[derive(Clone)]
+pub(crate) struct BlockRef {
+    pub norm1: NormRef,
+    pub qkv: LinearRef,
+    pub proj: LinearRef,
+    pub norm2: NormRef,
+    pub fc1: LinearRef,
+    pub fc2: LinearRef,
+    pub heads: usize,
+    pub scale: f32,
+}
+
+/// Runs `f` on the f32 data of a contiguous CPU tensor.
+fn data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => {
+            let all = c.as_slice::<f32>()?;
+            let o = l.start_offset();
+            Ok(f(&all[o..o + l.shape().elem_count()]))
+        }
+        _ => candle_core::bail!("fused block: expected a CPU tensor"),
+    }
+}
+
+fn storage_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    if !l.is_contiguous() {
+        candle_core::bail!("fused block: input is not contiguous");
+    }
+    Ok(&s.as_slice::<f32>()?[l.start_offset()..][..l.shape().elem_count()])
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("fused block: poisoned state".into()))
+}
+
+/// Whether the fused block can run on this input (CPU, f32).
+pub(crate) fn available(x: &Tensor, blk: &BlockRef) -> bool {
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    f32_cpu(x) && f32_cpu(&blk.qkv.w) && f32_cpu(&blk.fc1.w) && x.rank() == 3
+}
+
+/// State the attention map node shares with the attention output node: qkv from the forward,
+/// and the v columns of dqkv from the output node's backward (which candle runs first).
+#[derive(Default)]
+struct AttnShared {
+    qkv: OnceLock<Vec<f32>>,
+    dqkv: Mutex<Option<Vec<f32>>>,
+}
+
+struct AttnMap {
+    norm: NormRef,
+    qkv: LinearRef,
+    heads: usize,
+    scale: f32,
+    shared: Arc<AttnShared>,
+    grads: ParamGrads,
+}
+
+impl CustomOp1 for AttnMap {
+    fn name(&self) -> &'static str {
+        "fused-block-attention-map"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, n, d) = l.shape().dims3()?;
+        let x = storage_slice(s, l)?;
+        let g = Heads {
+            b,
+            n,
+            h: self.heads,
+            hd: d / self.heads,
+        };
+        let ln = data(&self.norm.w, |w| {
+            data(&self.norm.b, |bias| {
+                kernels::layer_norm(x, w, bias, self.norm.eps)
+            })
+        })??;
+        let qkv = linear(&ln, &self.qkv, None, b * n, d)?;
+        let a = probs_forward(&qkv, g, self.scale);
+        self.shared
+            .qkv
+            .set(qkv)
+            .map_err(|_| candle_core::Error::Msg("fused block: forward ran twice".into()))?;
+        Ok((CpuStorage::F32(a), Shape::from((b, g.h, n, n))))
+    }
+    fn bwd(&self, x: &Tensor, a: &Tensor, da: &Tensor) -> Result<Option<Tensor>> {
+        let (b, n, d) = x.dims3()?;
+        let m = b * n;
+        let g = Heads {
+            b,
+            n,
+            h: self.heads,
+            hd: d / self.heads,
+        };
+        let qkv = self.shared.qkv.get().expect("forward ran before backward");
+        // v columns from the output node's backward (zero if it was not reached).
+        let mut dqkv = lock(&self.shared.dqkv)?
+            .take()
+            .unwrap_or_else(|| vec![0f32; qkv.len()]);
+        data(a, |a| {
+            data(da, |da| {
+                probs_backward(qkv, a, da, g, self.scale, &mut dqkv)
+            })
+        })??;
+        let params = param_grads_wanted();
+        let dx = data(x, |x| -> Result<Vec<f32>> {
+            data(&self.norm.w, |nw| -> Result<Vec<f32>> {
+                let nb = &self.norm.b;
+                let ln = data(nb, |nb| kernels::layer_norm(x, nw, nb, self.norm.eps))?;
+                let (dln, p) = data(&self.qkv.w, |w| {
+                    kernels::linear_backward(&dqkv, &ln, w, (m, d, 3 * d), params)
+                })?;
+                if let Some((dw, db)) = p {
+                    put_linear(&self.grads, &self.qkv, dw, db)?;
+                }
+                let (dx, p) = kernels::layer_norm_backward(x, nw, &dln, self.norm.eps, params);
+                if let Some((dw, db)) = p {
+                    put_norm(&self.grads, &self.norm, dw, db)?;
+                }
+                Ok(dx)
+            })?
+        })??;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+fn put_linear(grads: &ParamGrads, l: &LinearRef, dw: Vec<f32>, db: Vec<f32>) -> Result<()> {
+    grads.put(&l.w_name, dw, &l.w)?;
+    if let Some(b) = &l.b {
+        grads.put(&l.b_name, db, b)?;
+    }
+    Ok(())
+}
+
+fn put_norm(grads: &ParamGrads, n: &NormRef, dw: Vec<f32>, db: Vec<f32>) -> Result<()> {
+    grads.put(&n.w_name, dw, &n.w)?;
+    grads.put(&n.b_name, db, &n.b)
+}
+
+/// `x Wᵀ + b (+ residual)` for x (m, k) with the layer's weights.
+fn linear(
+    x: &[f32],
+    l: &LinearRef,
+    residual: Option<&[f32]>,
+    m: usize,
+    k: usize,
+) -> Result<Vec<f32>> {
+    let n = l.w.dim(0)?;
+    data(&l.w, |w| match &l.b {
+        Some(b) => data(b, |b| kernels::linear(x, w, Some(b), residual, m, k, n)),
+        None => Ok(kernels::linear(x, w, None, residual, m, k, n)),
+    })?
+}
+
+struct AttnOut {
+    proj: LinearRef,
+    heads: usize,
+    shared: Arc<AttnShared>,
+    /// The heads' outputs A v, kept for the projection's weight gradient.
+    o: OnceLock<Vec<f32>>,
+    slot: Option<GradSlot>,
+    grads: ParamGrads,
+}
+
+impl CustomOp2 for AttnOut {
+    fn name(&self) -> &'static str {
+        "fused-block-attention-out"
+    }
+    fn cpu_fwd(
+        &self,
+        sa: &CpuStorage,
+        la: &Layout,
+        sx: &CpuStorage,
+        lx: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, n, d) = lx.shape().dims3()?;
+        let (a, x) = (storage_slice(sa, la)?, storage_slice(sx, lx)?);
+        let g = Heads {
+            b,
+            n,
+            h: self.heads,
+            hd: d / self.heads,
+        };
+        let qkv = self
+            .shared
+            .qkv
+            .get()
+            .expect("the attention map node ran first");
+        let o = apply_forward(a, qkv, g);
+        let x1 = linear(&o, &self.proj, Some(x), b * n, d)?;
+        self.o
+            .set(o)
+            .map_err(|_| candle_core::Error::Msg("fused block: forward ran twice".into()))?;
+        Ok((CpuStorage::F32(x1), lx.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        x: &Tensor,
+        _x1: &Tensor,
+        dx1: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, n, d) = x.dims3()?;
+        let g = Heads {
+            b,
+            n,
+            h: self.heads,
+            hd: d / self.heads,
+        };
+        let qkv = self.shared.qkv.get().expect("forward ran before backward");
+        let o = self.o.get().expect("forward ran before backward");
+        let params = param_grads_wanted();
+        let dx1 = dx1.contiguous()?;
+        let (da, dqkv) = data(&dx1, |gy| -> Result<(Vec<f32>, Vec<f32>)> {
+            let (dout, p) = data(&self.proj.w, |w| {
+                kernels::linear_backward(gy, o, w, (b * n, d, d), params)
+            })?;
+            if let Some((dw, db)) = p {
+                put_linear(&self.grads, &self.proj, dw, db)?;
+            }
+            let mut dqkv = vec![0f32; qkv.len()];
+            let da = data(a, |a| apply_backward(a, qkv, &dout, g, &mut dqkv))?;
+            Ok((da, dqkv))
+        })??;
+        *lock(&self.shared.dqkv)? = Some(dqkv);
+        let da = Tensor::from_vec(da, a.shape(), a.device())?;
+        if let Some(slot) = &self.slot {
+            slot.offer(&da);
+        }
+        // The residual passes the gradient through unchanged.
+        Ok((Some(da), Some(dx1)))
+    }
+}
+
+struct Mlp {
+    norm: NormRef,
+    fc1: LinearRef,
+    fc2: LinearRef,
+    /// fc1's output (before GELU), kept for the backward; GELU(u) is recomputed from it.
+    u: OnceLock<Vec<f32>>,
+    grads: ParamGrads,
+}
+
+impl CustomOp1 for Mlp {
+    fn name(&self) -> &'static str {
+        "fused-block-mlp"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, n, d) = l.shape().dims3()?;
+        let x = storage_slice(s, l)?;
+        let hidden = self.fc1.w.dim(0)?;
+        let ln = data(&self.norm.w, |w| {
+            data(&self.norm.b, |bias| {
+                kernels::layer_norm(x, w, bias, self.norm.eps)
+            })
+        })??;
+        let u = linear(&ln, &self.fc1, None, b * n, d)?;
+        let h = kernels::gelu(&u);
+        let y = linear(&h, &self.fc2, Some(x), b * n, hidden)?;
+        self.u
+            .set(u)
+            .map_err(|_| candle_core::Error::Msg("fused block: forward ran twice".into()))?;
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let (b, n, d) = x.dims3()?;
+        let m = b * n;
+        let hidden = self.fc1.w.dim(0)?;
+        let u = self.u.get().expect("forward ran before backward");
+        let params = param_grads_wanted();
+        let dx = data(x, |x| {
+            data(dy, |gy| -> Result<Vec<f32>> {
+                let h = kernels::gelu(u);
+                let (dh, p) = data(&self.fc2.w, |w| {
+                    kernels::linear_backward(gy, &h, w, (m, hidden, d), params)
+                })?;
+                drop(h);
+                if let Some((dw, db)) = p {
+                    put_linear(&self.grads, &self.fc2, dw, db)?;
+                }
+                let du = kernels::gelu_backward(u, &dh);
+                drop(dh);
+                let (nw, nb) = (&self.norm.w, &self.norm.b);
+                let ln = data(nw, |w| {
+                    data(nb, |bias| kernels::layer_norm(x, w, bias, self.norm.eps))
+                })??;
+                let (dln, p) = data(&self.fc1.w, |w| {
+                    kernels::linear_backward(&du, &ln, w, (m, d, hidden), params)
+                })?;
+                if let Some((dw, db)) = p {
+                    put_linear(&self.grads, &self.fc1, dw, db)?;
+                }
+                let (mut dx, p) = data(nw, |w| {
+                    kernels::layer_norm_backward(x, w, &dln, self.norm.eps, params)
+                })?;
+                if let Some((dw, db)) = p {
+                    put_norm(&self.grads, &self.norm, dw, db)?;
+                }
+                // The residual's gradient joins the branch's.
+                dx.iter_mut().zip(gy).for_each(|(a, g)| *a += g);
+                Ok(dx)
+            })?
+        })??;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// One block as three graph nodes: returns the block's output and its attention map. With a
+/// `slot`, the first backward pass leaves dL/dA in it.
+pub(crate) fn forward(
+    blk: &BlockRef,
+    x: &Tensor,
+    slot: Option<&GradSlot>,
+    grads: &ParamGrads,
+) -> Result<(Tensor, Tensor)> {
+    let x = x.contiguous()?;
+    let shared = Arc::new(AttnShared::default());
+    let a = x.apply_op1(AttnMap {
+        norm: blk.norm1.clone(),
+        qkv: blk.qkv.clone(),
+        heads: blk.heads,
+        scale: blk.scale,
+        shared: shared.clone(),
+        grads: grads.clone(),
+    })?;
+    let x1 = a.apply_op2(
+        &x,
+        AttnOut {
+            proj: blk.proj.clone(),
+            heads: blk.heads,
+            shared,
+            o: OnceLock::new(),
+            slot: slot.cloned(),
+            grads: grads.clone(),
+        },
+    )?;
+    let x2 = x1.apply_op1(Mlp {
+        norm: blk.norm2.clone(),
+        fc1: blk.fc1.clone(),
+        fc2: blk.fc2.clone(),
+        u: OnceLock::new(),
+        grads: grads.clone(),
+    })?;
+    Ok((x2, a))
+}
