@@ -176,7 +176,12 @@ impl CustomOp1 for AttnMap {
         let dx = data(x, |x| -> Result<Vec<f32>> {
             data(&self.norm.w, |nw| -> Result<Vec<f32>> {
                 let nb = &self.norm.b;
-                let ln = data(nb, |nb| kernels::layer_norm(x, nw, nb, self.norm.eps))?;
+                // LN1(x) only enters the weight gradient.
+                let ln = if params {
+                    data(nb, |nb| kernels::layer_norm(x, nw, nb, self.norm.eps))?
+                } else {
+                    Vec::new()
+                };
                 let (dln, p) = data(&self.qkv.w, |w| {
                     kernels::linear_backward(&dqkv, &ln, w, (m, d, 3 * d), params)
                 })?;
@@ -340,7 +345,8 @@ impl CustomOp1 for Mlp {
         let params = param_grads_wanted();
         let dx = data(x, |x| {
             data(dy, |gy| -> Result<Vec<f32>> {
-                let h = kernels::gelu(u);
+                // GELU(u) and LN2(x) only enter the weight gradients.
+                let h = if params { kernels::gelu(u) } else { Vec::new() };
                 let (dh, p) = data(&self.fc2.w, |w| {
                     kernels::linear_backward(gy, &h, w, (m, hidden, d), params)
                 })?;
@@ -351,9 +357,13 @@ impl CustomOp1 for Mlp {
                 let du = kernels::gelu_backward(u, &dh);
                 drop(dh);
                 let (nw, nb) = (&self.norm.w, &self.norm.b);
-                let ln = data(nw, |w| {
-                    data(nb, |bias| kernels::layer_norm(x, w, bias, self.norm.eps))
-                })??;
+                let ln = if params {
+                    data(nw, |w| {
+                        data(nb, |bias| kernels::layer_norm(x, w, bias, self.norm.eps))
+                    })??
+                } else {
+                    Vec::new()
+                };
                 let (dln, p) = data(&self.fc1.w, |w| {
                     kernels::linear_backward(&du, &ln, w, (m, d, hidden), params)
                 })?;

@@ -491,7 +491,8 @@ pub unsafe fn gemm_strided(
 }
 
 /// Backward of `y = x Wᵀ + b` for x (m, k), W (n, k) and dy (m, n): dx = dy W, and with
-/// `params` dW = dyᵀ x and db = column sums of dy.
+/// `params` dW = dyᵀ x and db = column sums of dy (x is only read for dW: without `params` it
+/// may be empty).
 pub fn linear_backward(
     g: &[f32],
     x: &[f32],
@@ -500,7 +501,7 @@ pub fn linear_backward(
     params: bool,
 ) -> InputAndParamGrads {
     assert!(
-        g.len() == m * n && x.len() == m * k && w.len() == n * k,
+        g.len() == m * n && w.len() == n * k && (!params || x.len() == m * k),
         "linear backward: sizes"
     );
     // SAFETY: the GEMM writes all of dx (no read of dst); strides as for row-major buffers.
