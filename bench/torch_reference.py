@@ -9,6 +9,7 @@ The phases mirror the Rust ones on inputs of the same shapes:
   train_step_single   the same loss with one forward and one autograd.grad call for all blocks
   infer_vit_s / infer_vit_b   model forward at batch 8, no grad
   eval_pipeline       ImageFolder + PIL Resize(256)/CenterCrop(224) + DataLoader + ViT-S forward
+  eval_decode         the same DataLoader without the model (decode and preprocessing only)
 
 Install: pip install torch torchvision timm   (the default CPU wheel is enough)
 """
@@ -144,11 +145,11 @@ def main():
         model = make_vit(name).eval()
         with torch.no_grad():
             secs = median_time(lambda: model(x), a.runs)
-    elif a.phase == "eval_pipeline":
+    elif a.phase in ("eval_pipeline", "eval_decode"):
         import torchvision.transforms as T
         from torchvision.datasets import ImageFolder
 
-        model = make_vit("vit_small_patch16_224").eval()
+        model = make_vit("vit_small_patch16_224").eval() if a.phase == "eval_pipeline" else None
         tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
         ds = ImageFolder(a.images, tf)
 
@@ -156,7 +157,8 @@ def main():
             dl = torch.utils.data.DataLoader(ds, batch_size=a.batch, num_workers=a.threads)
             with torch.no_grad():
                 for xb, _ in dl:
-                    model(xb)
+                    if model is not None:
+                        model(xb)
 
         secs = median_time(run, a.runs)
     else:

@@ -121,10 +121,14 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
                 Ok(())
             })?
         }
-        "eval_pipeline" => {
+        "eval_pipeline" | "eval_decode" => {
             let dir = args.out.join("images").join("val");
             let ds = data::EvalDataset::open(data::Benchmark::ImageNetVal, &dir)?;
-            let vit = model::Vit::random(&model::VitConfig::vit_small(), 0, &dev)?;
+            let vit = if phase == "eval_pipeline" {
+                Some(model::Vit::random(&model::VitConfig::vit_small(), 0, &dev)?)
+            } else {
+                None
+            };
             let source = std::sync::Arc::new(data::loader::EvalSource {
                 samples: ds.samples.clone(),
                 transform: data::EvalTransform::PAPER,
@@ -138,7 +142,7 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
                 };
                 for batch in data::loader::Loader::new(source.clone(), order, opts, None)? {
                     let b = batch?;
-                    if !b.is_empty() {
+                    if let (false, Some(vit)) = (b.is_empty(), &vit) {
                         vit.forward(&b.images)?;
                     }
                 }
@@ -277,6 +281,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(t) => println!("compare {name} rust={r:.4} torch={t:.4} ratio={:.3}", r / t),
         None => println!("measure {name} rust={r:.4} {unit}"),
     };
+    let memory = |name: &str, r: &PhaseResult, t: Option<PhaseResult>| {
+        println!(
+            "  {name}: peak memory rust {:.0} MiB{}",
+            r.peak_mib,
+            t.map(|t| format!(", torch {:.0} MiB", t.peak_mib))
+                .unwrap_or_default()
+        )
+    };
     let step = rust("train_step")?;
     let lit = torch("train_step_literal")?;
     let single = torch("train_step_single")?;
@@ -305,16 +317,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             t.map(|t| format!(", torch {:.1} img/s", BATCH as f64 / t.seconds))
                 .unwrap_or_default()
         );
+        memory(name, &r, t);
     }
-    let r = rust("eval_pipeline")?;
-    let t = torch("eval_pipeline")?;
-    compare("eval_pipeline", r.seconds, t.map(|p| p.seconds), "s");
-    println!(
-        "  eval_pipeline: rust {:.1} img/s{}",
-        args.images as f64 / r.seconds,
-        t.map(|t| format!(", torch {:.1} img/s", args.images as f64 / t.seconds))
-            .unwrap_or_default()
-    );
+    // The whole evaluation, then its data pipeline alone (JPEG decode + preprocessing).
+    for name in ["eval_pipeline", "eval_decode"] {
+        let r = rust(name)?;
+        let t = torch(name)?;
+        compare(name, r.seconds, t.map(|p| p.seconds), "s");
+        println!(
+            "  {name}: rust {:.1} img/s{}",
+            args.images as f64 / r.seconds,
+            t.map(|t| format!(", torch {:.1} img/s", args.images as f64 / t.seconds))
+                .unwrap_or_default()
+        );
+        memory(name, &r, t);
+    }
+    memory("train_step (torch: single-call variant)", &step, single);
     compare(
         "peak_memory_train",
         step.peak_mib,

@@ -212,23 +212,25 @@ pub fn linear_value(
     let all_cpu = cpu_f32(x) && cpu_f32(w) && b.is_none_or(cpu_f32) && residual.is_none_or(cpu_f32);
     if all_cpu && w.dim(1)? == k && b.is_none_or(|b| b.dims() == [n]) {
         let m = x.elem_count() / k;
+        // Optional operands read in place (no copies): a missing one is an empty tensor.
+        let none = Tensor::zeros(0, DType::F32, x.device())?;
         let y = with_f32(x, |xs| {
             with_f32(w, |ws| {
-                let bias = b.map(|b| with_f32(b, |bs| bs.to_vec())).transpose()?;
-                let res = residual
-                    .map(|r| with_f32(r, |rs| rs.to_vec()))
-                    .transpose()?;
-                Ok::<_, candle_core::Error>(crate::kernels::linear(
-                    xs,
-                    ws,
-                    bias.as_deref(),
-                    res.as_deref(),
-                    m,
-                    k,
-                    n,
-                ))
+                with_f32(b.unwrap_or(&none), |bs| {
+                    with_f32(residual.unwrap_or(&none), |rs| {
+                        crate::kernels::linear(
+                            xs,
+                            ws,
+                            b.is_some().then_some(bs),
+                            residual.is_some().then_some(rs),
+                            m,
+                            k,
+                            n,
+                        )
+                    })
+                })
             })
-        })???;
+        })????;
         return Tensor::from_vec(y, out_shape, x.device());
     }
     let mut y = x.detach().reshape(((), k))?.matmul(&w.detach().t()?)?;

@@ -61,8 +61,18 @@ fn fused_cpu_update(
     use rayon::prelude::*;
     let [lr, beta1, beta2, eps, wd, step_size, bc2_sqrt] = c;
     let vec = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-    let (pv, gv) = (vec(p)?, vec(g)?);
-    let n = pv.len();
+    let (p, g) = (p.contiguous()?, g.contiguous()?);
+    let (ps, pl) = p.storage_and_layout();
+    let (gs, gl) = g.storage_and_layout();
+    let (candle_core::Storage::Cpu(ps), candle_core::Storage::Cpu(gs)) = (&*ps, &*gs) else {
+        return Err(RelevanceError::Invalid(
+            "fused AdamW update needs CPU tensors".into(),
+        ));
+    };
+    let n = p.elem_count();
+    // Read in place: the parameter and its gradient are not copied.
+    let pv = &ps.as_slice::<f32>()?[pl.start_offset()..][..n];
+    let gv = &gs.as_slice::<f32>()?[gl.start_offset()..][..n];
     let mut mv = m.map(vec).transpose()?.unwrap_or_else(|| vec![0.0; n]);
     let mut vv = v.map(vec).transpose()?.unwrap_or_else(|| vec![0.0; n]);
     let mut out = vec![0f32; n];
