@@ -180,9 +180,99 @@ pub fn attention_grads(f: &TrainForward, targets: &[u32]) -> Result<Vec<Tensor>>
 }
 
 /// `Ā = mean_heads(max(G ⊙ A, 0))`: (B, H, N, N) × (B, H, N, N) → (B, N, N).
-/// Differentiable in `attn`; `grad` is a constant.
+/// Differentiable in `attn`; `grad` is a constant. On the CPU one pass forward and one backward
+/// (composed, it is three (B, H, N, N) ops each way, every one with its own gradient buffer).
 pub fn cam(attn: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    if attn.dims() != grad.dims() || attn.rank() != 4 {
+        return Err(RelevanceError::Invalid(format!(
+            "attention {:?} and its gradient weights {:?} must be the same (B, H, N, N)",
+            attn.dims(),
+            grad.dims()
+        )));
+    }
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if cpu_f32(attn) && cpu_f32(grad) {
+        return Ok(attn.contiguous()?.apply_op1(Cam {
+            grad: grad.detach().contiguous()?,
+        })?);
+    }
     Ok(grad.mul(attn)?.relu()?.mean(1)?)
+}
+
+/// `mean_h max(G ⊙ A, 0)` with G held as a constant.
+struct Cam {
+    grad: Tensor,
+}
+
+/// The f32 data of a contiguous CPU tensor.
+fn cpu_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        candle_core::Storage::Cpu(c) => Ok(f(
+            &c.as_slice::<f32>()?[l.start_offset()..][..l.shape().elem_count()]
+        )),
+        _ => candle_core::bail!("cam: expected a CPU tensor"),
+    }
+}
+
+impl candle_core::CustomOp1 for Cam {
+    fn name(&self) -> &'static str {
+        "grad-cam-mean-heads"
+    }
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (b, h, n, _) = l.shape().dims4()?;
+        let a = &s.as_slice::<f32>()?[l.start_offset()..][..b * h * n * n];
+        let out = cpu_data(&self.grad, |g| {
+            let mut out = vec![0f32; b * n * n];
+            out.par_chunks_mut(n * n).enumerate().for_each(|(bi, o)| {
+                for hi in 0..h {
+                    let off = (bi * h + hi) * n * n;
+                    let (ah, gh) = (&a[off..off + n * n], &g[off..off + n * n]);
+                    for ((o, &av), &gv) in o.iter_mut().zip(ah).zip(gh) {
+                        *o += (gv * av).max(0.0);
+                    }
+                }
+                let inv = 1.0 / h as f32;
+                o.iter_mut().for_each(|v| *v *= inv);
+            });
+            out
+        })?;
+        Ok((candle_core::CpuStorage::F32(out), (b, n, n).into()))
+    }
+    fn bwd(
+        &self,
+        attn: &Tensor,
+        _res: &Tensor,
+        dcam: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        use rayon::prelude::*;
+        let (b, h, n, _) = attn.dims4()?;
+        let (attn, dcam) = (attn.contiguous()?, dcam.contiguous()?);
+        let inv = 1.0 / h as f32;
+        let da = cpu_data(&attn, |a| {
+            cpu_data(&self.grad, |g| {
+                cpu_data(&dcam, |dc| {
+                    let mut da = vec![0f32; b * h * n * n];
+                    da.par_chunks_mut(n * n).enumerate().for_each(|(bh, d)| {
+                        let off = bh * n * n;
+                        let dcb = &dc[(bh / h) * n * n..(bh / h + 1) * n * n];
+                        let (ah, gh) = (&a[off..off + n * n], &g[off..off + n * n]);
+                        // PyTorch's relu passes the gradient where its input is > 0.
+                        for (((d, &av), &gv), &dv) in d.iter_mut().zip(ah).zip(gh).zip(dcb) {
+                            *d = if gv * av > 0.0 { gv * dv * inv } else { 0.0 };
+                        }
+                    });
+                    da
+                })
+            })
+        })???;
+        Ok(Some(Tensor::from_vec(da, (b, h, n, n), attn.device())?))
+    }
 }
 
 fn identity(b: usize, n: usize, device: &Device) -> Result<Tensor> {
@@ -230,7 +320,7 @@ pub fn rollout_cls(cams: &[Tensor]) -> Result<Tensor> {
 }
 
 /// What a relevance computation produces besides the final map.
-pub(crate) struct MapGraph {
+pub struct MapGraph {
     pub cams: Vec<Tensor>,
     pub rollout: Vec<Tensor>,
     pub tokens: Tensor,
@@ -240,8 +330,9 @@ pub(crate) struct MapGraph {
 }
 
 /// From attention maps and their gradient weights to the normalised map. `attn` may be live
-/// (training) or detached (evaluation). `full` keeps every intermediate rollout matrix.
-pub(crate) fn map_from_attention(
+/// (training) or detached (evaluation). `full` keeps every intermediate rollout matrix. Public
+/// for custom objectives and for timing the parts of a step (`examples/step_phases.rs`).
+pub fn map_from_attention(
     cfg: &VitConfig,
     attn: &[Tensor],
     grads: &[Tensor],
