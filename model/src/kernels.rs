@@ -400,17 +400,32 @@ vectorized! {
         let d = w.len();
         for ((xr, gr), dxr) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
             let (mean, rstd) = row_stats(xr, eps);
-            let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
-            for j in 0..d {
-                xhat[j] = (xr[j] - mean) * rstd;
-                let gy = gr[j] * w[j];
-                s1[j % 8] += gy;
-                s2[j % 8] += gy * xhat[j];
-                dw[j] += gr[j] * xhat[j];
-                db[j] += gr[j];
+            for (((xh, &xv), &gv), (dwj, dbj)) in
+                xhat.iter_mut().zip(xr).zip(gr).zip(dw.iter_mut().zip(db.iter_mut()))
+            {
+                *xh = (xv - mean) * rstd;
+                *dwj += gv * *xh;
+                *dbj += gv;
             }
-            let m1 = s1.iter().sum::<f32>() / d as f32;
-            let m2 = s2.iter().sum::<f32>() / d as f32;
+            // Row sums of g·w and g·w·x̂ with eight partial sums each (vectorises).
+            let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
+            let (mut gc, mut wc, mut xc) =
+                (gr.chunks_exact(8), w.chunks_exact(8), xhat[..d].chunks_exact(8));
+            for ((g8, w8), x8) in (&mut gc).zip(&mut wc).zip(&mut xc) {
+                for i in 0..8 {
+                    let gy = g8[i] * w8[i];
+                    s1[i] += gy;
+                    s2[i] += gy * x8[i];
+                }
+            }
+            let (mut t1, mut t2) = (0f32, 0f32);
+            for ((&gv, &wv), &xv) in gc.remainder().iter().zip(wc.remainder()).zip(xc.remainder()) {
+                t1 += gv * wv;
+                t2 += gv * wv * xv;
+            }
+            let sum = |a: [f32; 8]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+            let m1 = (sum(s1) + t1) / d as f32;
+            let m2 = (sum(s2) + t2) / d as f32;
             for j in 0..d {
                 dxr[j].write(rstd * (gr[j] * w[j] - m1 - xhat[j] * m2));
             }
