@@ -73,7 +73,7 @@ def upsample_minmax(r, size):
 
 def relevance(maps, grads):
     b, h, n, _ = maps[0].shape
-    r = torch.eye(n).expand(b, n, n)
+    r = torch.eye(n, device=maps[0].device).expand(b, n, n)
     for a, g in zip(maps, grads):
         cam = (g * a).clamp(min=0).mean(dim=1)
         r = r + torch.bmm(cam, r)
@@ -128,28 +128,43 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--images", default=None)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16"], help="inference phases")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    x = torch.randn(a.batch, 3, 224, 224)
+    if a.device == "auto":
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(a.device)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+
+    def timed(fn):
+        def run():
+            fn()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        return median_time(run, a.runs)
+
+    x = torch.randn(a.batch, 3, 224, 224).to(dev)
     if a.phase.startswith("train_step"):
-        model = make_vit("vit_small_patch16_224")
+        model = make_vit("vit_small_patch16_224").to(dev)
         cap = Capture(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=1e-4)
-        masks = (torch.rand(a.batch, 1, 224, 224) > 0.5).float()
-        targets = torch.randint(0, 1000, (a.batch,))
+        masks = (torch.rand(a.batch, 1, 224, 224) > 0.5).float().to(dev)
+        targets = torch.randint(0, 1000, (a.batch,)).to(dev)
         literal = a.phase == "train_step_literal"
-        secs = median_time(lambda: train_step(model, cap, opt, x, masks, targets, literal), a.runs)
+        secs = timed(lambda: train_step(model, cap, opt, x, masks, targets, literal))
     elif a.phase in ("infer_vit_s", "infer_vit_b"):
         name = "vit_small_patch16_224" if a.phase == "infer_vit_s" else "vit_base_patch16_224"
-        model = make_vit(name).eval()
+        model = make_vit(name).eval().to(dev, dtype)
+        xd = x.to(dtype)
         with torch.no_grad():
-            secs = median_time(lambda: model(x), a.runs)
+            secs = timed(lambda: model(xd))
     elif a.phase in ("eval_pipeline", "eval_decode"):
         import torchvision.transforms as T
         from torchvision.datasets import ImageFolder
 
-        model = make_vit("vit_small_patch16_224").eval() if a.phase == "eval_pipeline" else None
+        model = make_vit("vit_small_patch16_224").eval().to(dev, dtype) if a.phase == "eval_pipeline" else None
         tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
         ds = ImageFolder(a.images, tf)
 
@@ -158,9 +173,9 @@ def main():
             with torch.no_grad():
                 for xb, _ in dl:
                     if model is not None:
-                        model(xb)
+                        model(xb.to(dev, dtype))
 
-        secs = median_time(run, a.runs)
+        secs = timed(run)
     else:
         raise SystemExit(f"unknown phase {a.phase}")
     print(json.dumps({"seconds": secs, "peak_mib": peak_mib()}))

@@ -6,7 +6,8 @@
 # 1. cargo build --release --workspace --all-targets --features cuda   (CUDA_COMPUTE_CAP from nvidia-smi, else 90)
 # 2. the golden tests (model, relevance) with ROBUSTVIT_TEST_DEVICE=cuda
 # 3. a short training run on the GPU: experiments demo --quick --device cuda (synthetic data)
-# 4. the benchmark: experiments bench
+# 4. the benchmark on the GPU: experiments bench --device cuda, in f32 and with bf16 inference
+#    (with PyTorch on the same GPU when python3 has torch + timm + torchvision)
 # Each step's log goes to OUT_DIR/<step>.log, timings to OUT_DIR/summary.txt. Needs no network:
 # cargo runs --offline, so the crates must already be in ~/.cargo/registry (`cargo fetch` once
 # where crates.io is reachable, or copy ~/.cargo from such a machine).
@@ -71,7 +72,10 @@ step demo cargo run --release --features cuda -p experiments -- \
   demo --quick --device cuda --out "$OUT/demo" || true
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 step bench cargo run --release --features cuda -p experiments -- \
-  bench --out "$OUT/bench-data" ${BENCH_ARGS:-} || true
+  bench --device cuda --out "$OUT/bench-data" ${BENCH_ARGS:-} || true
+# shellcheck disable=SC2086
+step bench-bf16 cargo run --release --features cuda -p experiments -- \
+  bench --device cuda --dtype bf16 --out "$OUT/bench-data" ${BENCH_ARGS:-} || true
 
 echo "== summary ($OUT/summary.txt)"
 cat "$OUT/summary.txt"

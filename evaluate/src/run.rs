@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use model::{HubOptions, LoadedModel, WeightsSource};
 use relevance::Explainer;
 
-use crate::cli::{EvalArgs, ModelSpec};
+use crate::cli::{Dtype, EvalArgs, ModelSpec};
 use crate::metrics::SegMetrics;
 use crate::paper::{self, PaperResults};
 use crate::plan::{self, ClassificationSet, Datasets, SegSet, Skipped};
@@ -59,6 +59,9 @@ struct Model {
     checkpoint: String,
     sha: String,
     loaded: LoadedModel,
+    /// The classifier in the `--dtype` precision (the f32 model itself for f32); relevance
+    /// maps always use the f32 model, since they need gradients.
+    classifier: model::Vit,
 }
 
 impl Model {
@@ -80,7 +83,7 @@ fn check_spec(spec: &ModelSpec) -> Result<(), String> {
     Ok(())
 }
 
-fn load_model(spec: &ModelSpec, device: &Device, hub: &HubOptions) -> Result<Model> {
+fn load_model(spec: &ModelSpec, device: &Device, hub: &HubOptions, dtype: Dtype) -> Result<Model> {
     let loaded = model::load(
         spec.name.as_deref(),
         spec.checkpoint.as_deref(),
@@ -98,14 +101,24 @@ fn load_model(spec: &ModelSpec, device: &Device, hub: &HubOptions) -> Result<Mod
         None => plan::label_from_checkpoint(spec.checkpoint.as_deref().unwrap_or_default()),
     };
     let sha = results::sha256_prefix(&loaded.weights_path)?;
+    let checkpoint = spec
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| "pretrained".into());
+    let (classifier, checkpoint) = match dtype {
+        Dtype::F32 => (loaded.vit.clone(), checkpoint),
+        // Reduced-precision rows are kept apart from the f32 ones in the tables.
+        Dtype::Bf16 => (
+            loaded.vit.to_dtype(DType::BF16)?,
+            format!("{checkpoint} [bf16]"),
+        ),
+    };
     Ok(Model {
         label,
-        checkpoint: spec
-            .checkpoint
-            .clone()
-            .unwrap_or_else(|| "pretrained".into()),
+        checkpoint,
         sha,
         loaded,
+        classifier,
     })
 }
 
@@ -246,8 +259,7 @@ fn eval_classification(
             }
             let x = batch.images.to_device(&device)?;
             let logits = m
-                .loaded
-                .vit
+                .classifier
                 .forward(&x)
                 .with_context(|| format!("{} on {}", m.label, set.name))?
                 .to_dtype(DType::F32)?
@@ -539,7 +551,7 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
             if check_spec(s).is_err() {
                 continue;
             }
-            match load_model(s, &Device::Cpu, &check_hub) {
+            match load_model(s, &Device::Cpu, &check_hub, Dtype::F32) {
                 Ok(m) => {
                     let c = m.loaded.vit.config();
                     println!(
@@ -605,7 +617,7 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
     let rob_path = args.out.join("robustness.csv");
     let seg_path = args.out.join("segmentation.csv");
     for spec in &specs {
-        let m = load_model(spec, &device, &hub)?;
+        let m = load_model(spec, &device, &hub, args.dtype)?;
         summary
             .planned
             .extend(plan_entries(args, Some(&m), spec, &ds));

@@ -157,3 +157,51 @@ fn missing_named_dataset_is_an_error_and_check_runs_nothing() {
     assert!(s.robustness.is_empty());
     assert!(!d.path().join("out").exists(), "--check writes nothing");
 }
+
+#[test]
+fn bf16_rows_are_kept_apart_from_f32_and_agree_with_them() {
+    let d = tempfile::tempdir().unwrap();
+    let bench = d.path().join("bench/test");
+    let q = |c: u32| POSITIONS.iter().position(|&p| p == c).unwrap();
+    write_solid(&bench.join("n01440764/a.png"), 16, 16, q(0));
+    write_solid(&bench.join("n01443537/a.png"), 16, 16, q(1));
+    write_solid(&bench.join("n01443537/b.png"), 16, 16, q(263));
+    let ckpt = d.path().join("runs/m");
+    write_model_with(&ckpt, &POSITIONS, "bilinear");
+    let out = d.path().join("out");
+    let folder = format!("bench={}", bench.display());
+    let args = |dtype: &str| -> Vec<String> {
+        [
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--folder",
+            &folder,
+            "--data-root",
+            d.path().join("nothing").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--dtype",
+            dtype,
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let f32_args = args("f32");
+    let bf16_args = args("bf16");
+    let a = run(&f32_args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let b = run(&bf16_args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_eq!(a.robustness.len(), 2);
+    assert_eq!(b.robustness.len(), 2);
+    for (x, y) in a.robustness.iter().zip(&b.robustness) {
+        assert_eq!(y.checkpoint, format!("{} [bf16]", x.checkpoint));
+        assert_eq!((x.images, x.top1, x.top5), (y.images, y.top1, y.top5));
+    }
+    // Both precisions' rows are in the table: four rows, none replaced.
+    let csv = std::fs::read_to_string(out.join("robustness.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+    assert_eq!(csv.matches("[bf16]").count(), 2, "{csv}");
+}

@@ -24,6 +24,17 @@ pub struct BenchArgs {
     /// Timed runs per phase (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Device of the Rust phases and of the PyTorch reference: cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Precision of the inference phases (bf16: GPUs; training is always f32).
+    #[arg(long, value_enum, default_value_t = BenchDtype::F32)]
+    pub dtype: BenchDtype,
+    /// Rounds: every phase runs this many times, alternating Rust and PyTorch processes, and
+    /// the median over the rounds is reported (other work on the machine then hits both sides
+    /// alike instead of one phase).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Images in the evaluation-pipeline folder (500x375 JPEGs).
     #[arg(long, default_value_t = 64)]
     pub images: usize,
@@ -33,6 +44,22 @@ pub struct BenchArgs {
     /// Run one phase in this process and print its JSON result (used internally).
     #[arg(long, hide = true)]
     pub phase: Option<String>,
+}
+
+/// Precision of the inference phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchDtype {
+    F32,
+    Bf16,
+}
+
+impl BenchDtype {
+    fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
 }
 
 /// What one phase measured.
@@ -49,12 +76,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Median wall time of `runs` calls after one warm-up; each call ends when the device is done.
+fn time_runs(runs: usize, dev: &Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
+    dev.synchronize()?;
     let mut t = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let s = Instant::now();
         f()?;
+        dev.synchronize()?;
         t.push(s.elapsed().as_secs_f64());
     }
     Ok(median(t))
@@ -87,8 +117,12 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
-    let dev = Device::Cpu;
+    let dev = model::device(&args.device)?;
     let x = Tensor::from_vec(noise(BATCH * 3 * 224 * 224, 1), (BATCH, 3, 224, 224), &dev)?;
+    let dtype = match args.dtype {
+        BenchDtype::F32 => candle_core::DType::F32,
+        BenchDtype::Bf16 => candle_core::DType::BF16,
+    };
     let seconds = match phase {
         "train_step" => {
             let vit = model::Vit::random(&model::VitConfig::vit_small(), 0, &dev)?;
@@ -103,7 +137,7 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
                 lr: 1e-6,
                 ..Default::default()
             });
-            time_runs(args.runs, || {
+            time_runs(args.runs, &dev, || {
                 let out = relevance::train_step(&vit, &x, &masks, &targets, &lc)?;
                 opt.step(vit.params(), &out.grads)?;
                 Ok(())
@@ -115,8 +149,8 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
             } else {
                 model::VitConfig::vit_base()
             };
-            let vit = model::Vit::random(&cfg, 0, &dev)?;
-            time_runs(args.runs, || {
+            let vit = model::Vit::random(&cfg, 0, &dev)?.to_dtype(dtype)?;
+            time_runs(args.runs, &dev, || {
                 vit.forward(&x)?;
                 Ok(())
             })?
@@ -125,7 +159,7 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
             let dir = args.out.join("images").join("val");
             let ds = data::EvalDataset::open(data::Benchmark::ImageNetVal, &dir)?;
             let vit = if phase == "eval_pipeline" {
-                Some(model::Vit::random(&model::VitConfig::vit_small(), 0, &dev)?)
+                Some(model::Vit::random(&model::VitConfig::vit_small(), 0, &dev)?.to_dtype(dtype)?)
             } else {
                 None
             };
@@ -133,7 +167,7 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
                 samples: ds.samples.clone(),
                 transform: data::EvalTransform::PAPER,
             });
-            time_runs(args.runs, || {
+            time_runs(args.runs, &dev, || {
                 let order: Vec<usize> = (0..source.samples.len()).collect();
                 let opts = data::loader::LoaderOptions {
                     batch_size: BATCH,
@@ -143,7 +177,7 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
                 for batch in data::loader::Loader::new(source.clone(), order, opts, None)? {
                     let b = batch?;
                     if let (false, Some(vit)) = (b.is_empty(), &vit) {
-                        vit.forward(&b.images)?;
+                        vit.forward(&b.images.to_device(&dev)?)?;
                     }
                 }
                 Ok(())
@@ -244,6 +278,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     phase,
                     "--runs",
                     &args.runs.to_string(),
+                    "--device",
+                    &args.device,
+                    "--dtype",
+                    args.dtype.name(),
                     "--out",
                 ])
                 .arg(&args.out)
@@ -264,6 +302,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     &threads.to_string(),
                     "--runs",
                     &args.runs.to_string(),
+                    "--device",
+                    &args.device,
+                    "--dtype",
+                    args.dtype.name(),
                 ])
                 .arg("--images")
                 .arg(args.out.join("images").join("val")),
@@ -271,8 +313,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .map(Some)
     };
     println!(
-        "threads: {threads}; batch {BATCH}; {} timed runs after one warm-up",
-        args.runs
+        "threads: {threads}; batch {BATCH}; {} timed runs after one warm-up; median of {} round(s); device {}; inference {}",
+        args.runs,
+        args.rounds.max(1),
+        args.device,
+        args.dtype.name()
     );
     if python.is_none() {
         println!("no Python with torch + timm + torchvision found: Rust figures only (pip install torch torchvision timm; --torch PYTHON)");
@@ -289,9 +334,38 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .unwrap_or_default()
         )
     };
-    let step = rust("train_step")?;
-    let lit = torch("train_step_literal")?;
-    let single = torch("train_step_single")?;
+    // Rust and PyTorch alternate within each round; medians over the rounds.
+    let rounds = args.rounds.max(1);
+    let median_of = |v: Vec<PhaseResult>| PhaseResult {
+        seconds: median(v.iter().map(|p| p.seconds).collect()),
+        peak_mib: median(v.iter().map(|p| p.peak_mib).collect()),
+    };
+    let both =
+        |r_phase: &str, t_phases: &[&str]| -> Result<(PhaseResult, Vec<Option<PhaseResult>>)> {
+            let mut rs = Vec::new();
+            let mut ts: Vec<Vec<PhaseResult>> = vec![Vec::new(); t_phases.len()];
+            for round in 0..rounds {
+                // Alternate which side goes first.
+                if round % 2 == 1 {
+                    for (i, p) in t_phases.iter().enumerate() {
+                        ts[i].extend(torch(p)?);
+                    }
+                }
+                rs.push(rust(r_phase)?);
+                if round % 2 == 0 {
+                    for (i, p) in t_phases.iter().enumerate() {
+                        ts[i].extend(torch(p)?);
+                    }
+                }
+            }
+            let ts = ts
+                .into_iter()
+                .map(|v| (!v.is_empty()).then(|| median_of(v)))
+                .collect();
+            Ok((median_of(rs), ts))
+        };
+    let (step, t) = both("train_step", &["train_step_literal", "train_step_single"])?;
+    let (lit, single) = (t[0], t[1]);
     compare(
         "train_step_literal",
         step.seconds,
@@ -308,8 +382,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ("infer_vit_s", "infer_vit_s"),
         ("infer_vit_b", "infer_vit_b"),
     ] {
-        let r = rust(phase)?;
-        let t = torch(phase)?;
+        let (r, t) = both(phase, &[phase])?;
+        let t = t[0];
         compare(name, r.seconds, t.map(|p| p.seconds), "s");
         println!(
             "  {name}: rust {:.1} img/s{}",
@@ -321,8 +395,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     // The whole evaluation, then its data pipeline alone (JPEG decode + preprocessing).
     for name in ["eval_pipeline", "eval_decode"] {
-        let r = rust(name)?;
-        let t = torch(name)?;
+        let (r, t) = both(name, &[name])?;
+        let t = t[0];
         compare(name, r.seconds, t.map(|p| p.seconds), "s");
         println!(
             "  {name}: rust {:.1} img/s{}",

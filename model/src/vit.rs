@@ -410,6 +410,30 @@ impl Vit {
     pub fn config(&self) -> &VitConfig {
         &self.cfg
     }
+
+    /// An inference copy with every weight in `dtype` (bf16 or f16 for GPUs). [`Vit::forward`]
+    /// then converts its input to that dtype and runs on candle's ops for it (the fused f32
+    /// kernels are CPU-only); training always uses the f32 model. On the CPU candle widens bf16
+    /// matrix products to f32, so a bf16 copy is slower there, not faster.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let vars = self
+            .params
+            .vars
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
+                ))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Self::from_params(self.cfg.clone(), Params { vars })
+    }
+
+    /// The dtype of the weights (f32 unless made by [`Vit::to_dtype`]).
+    pub fn dtype(&self) -> DType {
+        self.cls_token.dtype()
+    }
     pub fn params(&self) -> &Params {
         &self.params
     }
@@ -529,7 +553,8 @@ impl Vit {
 
     /// Inference: logits only, fused kernels, no graph recorded.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let f = self.forward_features(x, Mode::Infer)?;
+        let x = x.to_dtype(self.dtype())?;
+        let f = self.forward_features(&x, Mode::Infer)?;
         self.forward_head(&f, Mode::Infer)
     }
 
