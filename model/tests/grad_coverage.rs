@@ -59,3 +59,46 @@ fn train_and_inference_paths_agree() {
         .unwrap();
     assert!(d < 1e-5, "paths differ by {d}");
 }
+
+/// The fused CPU block (`forward_train`) against the same block built from candle ops and the
+/// per-layer custom ops (`forward_features` in train mode, the path other devices take): same
+/// logits, and the same gradient for every parameter, to float rounding.
+#[test]
+fn fused_block_and_composed_ops_give_the_same_gradients() {
+    let dev = Device::Cpu;
+    let mut cfg = VitConfig::vit(32, 2, 4, 32, 8);
+    cfg.num_classes = 7;
+    let vit = Vit::random(&cfg, 11, &dev).unwrap();
+    let x = Tensor::randn(0f32, 1f32, (3, 3, 32, 32), &dev).unwrap();
+    let target = Tensor::new(&[1u32, 6, 0], &dev).unwrap();
+    let loss_of = |logits: &Tensor| {
+        let logp = candle_nn::ops::log_softmax(logits, D::Minus1).unwrap();
+        candle_nn::loss::nll(&logp, &target).unwrap()
+    };
+    let fused = vit.forward_train(&x).unwrap();
+    let gf = loss_of(&fused.logits).backward().unwrap();
+    let f = vit.forward_features(&x, model::Mode::Train).unwrap();
+    let composed = vit.forward_head(&f, model::Mode::Train).unwrap();
+    let gc = loss_of(&composed).backward().unwrap();
+    let max_abs = |t: &Tensor| -> f32 {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let d = max_abs(&(&fused.logits - &composed).unwrap());
+    assert!(d < 1e-5, "logits differ by {d}");
+    for (name, var) in vit.params().iter() {
+        let a = fused.param_grad(name, var, &gf).unwrap();
+        let b = gc.get(var.as_tensor()).unwrap();
+        let (diff, scale) = (max_abs(&(&a - b).unwrap()), max_abs(b));
+        assert!(
+            diff <= 1e-6 + 1e-4 * scale,
+            "{name}: gradients differ by {diff} (max |g| {scale})"
+        );
+    }
+}
