@@ -116,7 +116,7 @@ macro_rules! precomputed_forward {
 }
 
 /// Runs `f` on the f32 data of a contiguous CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {
@@ -759,6 +759,8 @@ impl Heads {
     }
 }
 
+/// One head's product on the calling thread: dst (m, n) with row stride `dst_rs` =
+/// scale · lhs (m, k) · rhs (k, n), operands at any strides.
 #[allow(clippy::too_many_arguments)]
 unsafe fn mm(
     m: usize,
@@ -774,27 +776,21 @@ unsafe fn mm(
     rhs_cs: usize,
     scale: f32,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        false,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        0.0,
-        scale,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
+    // SAFETY: the caller's promise (every strided access inside its buffers).
+    unsafe {
+        crate::kernels::gemm_strided(
+            (m, n, k),
+            dst,
+            (dst_rs, 1),
+            false,
+            lhs,
+            (lhs_rs, lhs_cs),
+            rhs,
+            (rhs_rs, rhs_cs),
+            scale,
+            false,
+        )
+    }
 }
 
 /// softmax(scale · q kᵀ) of every (image, head) from qkv (B, N, 3·H·hd): (B, H, N, N).
