@@ -25,8 +25,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Gradients of the parameters that the fused block ops used, by parameter name. Each backward
-/// pass that computes parameter gradients replaces the previous values.
+/// Gradients of the parameters that the fused block ops used, by parameter name. A backward
+/// pass that computes parameter gradients replaces the values of every block it reaches; call
+/// [`ParamGrads::clear`] before a second such pass on the same forward if it may reach fewer
+/// blocks than the first.
 #[derive(Clone, Default)]
 pub struct ParamGrads(Arc<Mutex<BTreeMap<String, Tensor>>>);
 
@@ -42,6 +44,12 @@ impl ParamGrads {
     /// The gradient of parameter `name`, if a backward pass produced one.
     pub fn get(&self, name: &str) -> Option<Tensor> {
         self.0.lock().ok()?.get(name).cloned()
+    }
+    /// Forgets every gradient.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
     }
 }
 

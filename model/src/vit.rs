@@ -207,7 +207,8 @@ pub struct TrainForward {
 
 impl TrainForward {
     /// The gradient of parameter `name` (variable `var`) after a backward pass whose gradient
-    /// store is `grads`: from the fused blocks if they produced it, else from the store.
+    /// store is `grads`: from the fused blocks if they produced it, else from the store. Meant
+    /// for one parameter backward per forward (see [`crate::block::ParamGrads`] for more).
     pub fn param_grad(
         &self,
         name: &str,
