@@ -219,6 +219,26 @@ pub fn gelu_backward(xs: &[f32], gs: &[f32]) -> Vec<f32> {
     }
 }
 
+vectorized! {
+    /// Rows of `bias` (+ the same rows of `residual` unless it is empty) into `out`.
+    pub fn fill_rows(out: &mut [MaybeUninit<f32>], bias: &[f32], residual: &[f32]) {
+        let n = bias.len();
+        if residual.is_empty() {
+            for row in out.chunks_exact_mut(n) {
+                for (o, &b) in row.iter_mut().zip(bias) {
+                    o.write(b);
+                }
+            }
+        } else {
+            for (row, r) in out.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
+                for ((o, &b), &rv) in row.iter_mut().zip(bias).zip(r) {
+                    o.write(rv + b);
+                }
+            }
+        }
+    }
+}
+
 /// `x Wᵀ + b (+ residual)` for x (m, k) and W (n, k), both row-major: the bias and residual are
 /// written into the output first and the product is accumulated onto them by the GEMM.
 pub fn linear(
@@ -241,28 +261,14 @@ pub fn linear(
     let zero = vec![0f32; n];
     let bias = b.unwrap_or(&zero);
     // The output starts as residual + bias (or bias, or zero), written in one pass.
-    // SAFETY: the row blocks cover the output and every element of each row is written.
+    // SAFETY: the row blocks cover the output and fill_rows writes every element.
     let mut out = unsafe {
         written_by(m * n, |out| {
             out.par_chunks_mut(64 * n)
                 .enumerate()
                 .for_each(|(bi, rows)| {
-                    for (ri, row) in rows.chunks_exact_mut(n).enumerate() {
-                        let i = bi * 64 + ri;
-                        match residual {
-                            Some(r) => {
-                                let r = &r[i * n..(i + 1) * n];
-                                for ((o, &rv), &bv) in row.iter_mut().zip(r).zip(bias) {
-                                    o.write(rv + bv);
-                                }
-                            }
-                            None => {
-                                for (o, &bv) in row.iter_mut().zip(bias) {
-                                    o.write(bv);
-                                }
-                            }
-                        }
-                    }
+                    let r = residual.map(|r| &r[bi * 64 * n..bi * 64 * n + rows.len()]);
+                    fill_rows(rows, bias, r.unwrap_or(&[]))
                 })
         })
     };
