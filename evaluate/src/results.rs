@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -330,16 +330,7 @@ pub fn git_rev(dir: &Path) -> String {
 /// Writes `text` to `path` atomically (temporary file in the same folder, then rename);
 /// for small side outputs such as a summary next to the tables.
 pub fn write_atomic(path: &Path, text: &[u8]) -> Result<(), ResultsError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
-    tmp.write_all(text).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    Ok(())
+    model::weights::write_atomic(path, text).map_err(io_err(path))
 }
 
 #[cfg(test)]

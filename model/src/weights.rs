@@ -147,8 +147,8 @@ pub fn transformers_to_timm(
     Ok(out)
 }
 
-/// Writes tensors as safetensors atomically (temporary file, then rename), so an interrupted
-/// write never leaves a truncated checkpoint behind.
+/// Writes tensors as safetensors atomically ([`write_atomic`]), so an interrupted write never
+/// leaves a truncated checkpoint behind.
 pub fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
     write_safetensors_with_metadata(tensors, path, &BTreeMap::new())
 }
@@ -178,10 +178,25 @@ pub fn write_safetensors_with_metadata(
                 path: path.to_path_buf(),
                 msg: format!("cannot be serialised: {e}"),
             })?;
-    let bytes = canonical_header(bytes);
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, bytes).map_err(wrap)?;
-    std::fs::rename(&tmp, path).map_err(wrap)
+    write_atomic(path, &canonical_header(bytes)).map_err(wrap)
+}
+
+/// Writes `bytes` to `path` atomically: a uniquely named temporary file in the same folder
+/// (created if missing), flushed to disk, then renamed over `path`. An interrupted write never
+/// leaves a truncated file, and concurrent writers never share a temporary file. Every file the
+/// workspace writes (checkpoints, optimizer state, tables, pictures) goes through here.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Rewrites a safetensors header with sorted keys. The serialiser writes its metadata map in

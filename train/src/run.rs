@@ -38,15 +38,9 @@ pub struct RunDir {
     pub path: PathBuf,
 }
 
-/// Writes bytes atomically next to `path`.
+/// Writes bytes atomically ([`model::weights::write_atomic`]), naming the file on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    model::weights::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 impl RunDir {
