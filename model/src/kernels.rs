@@ -107,6 +107,31 @@ vectorized! {
     }
 }
 
+/// The eight partial sums of the reductions below, added in one fixed tree order.
+#[inline(always)]
+fn fold8(acc: [f32; 8]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Dot product with eight running partial sums (vectorises).
+#[inline(always)]
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (mut ac, mut bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    fold8(acc) + tail
+}
+
 /// Sum with eight running partial sums, so the loop vectorises (a single accumulator is a
 /// chain of dependent adds).
 #[inline(always)]
@@ -119,7 +144,7 @@ fn sum8(v: &[f32]) -> f32 {
         }
     }
     let tail: f32 = chunks.remainder().iter().sum();
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    fold8(acc) + tail
 }
 
 /// Maximum with eight running maxima (a single running maximum is a dependent chain that does
@@ -155,16 +180,7 @@ vectorized! {
 vectorized! {
     /// One row of the softmax backward: dx = y (g - <y, g>).
     pub fn softmax_backward_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
-        let mut acc = [0f32; 8];
-        let (mut yc, mut gc) = (y.chunks_exact(8), g.chunks_exact(8));
-        for (a, b) in (&mut yc).zip(&mut gc) {
-            for i in 0..8 {
-                acc[i] += a[i] * b[i];
-            }
-        }
-        let tail: f32 = yc.remainder().iter().zip(gc.remainder()).map(|(a, b)| a * b).sum();
-        let s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-            + tail;
+        let s = dot8(y, g);
         for ((d, &yj), &gj) in dx.iter_mut().zip(y).zip(g) {
             *d = yj * (gj - s);
         }
@@ -341,9 +357,7 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
         .iter()
         .map(|v| (v - mean) * (v - mean))
         .sum();
-    let var =
-        (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail)
-            / d;
+    let var = (fold8(acc) + tail) / d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -414,9 +428,8 @@ vectorized! {
                 t1 += gv * wv;
                 t2 += gv * wv * xv;
             }
-            let sum = |a: [f32; 8]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-            let m1 = (sum(s1) + t1) / d as f32;
-            let m2 = (sum(s2) + t2) / d as f32;
+            let m1 = (fold8(s1) + t1) / d as f32;
+            let m2 = (fold8(s2) + t2) / d as f32;
             for j in 0..d {
                 dxr[j].write(rstd * (gr[j] * w[j] - m1 - xhat[j] * m2));
             }

@@ -115,8 +115,9 @@ macro_rules! precomputed_forward {
     };
 }
 
-/// Runs `f` on the f32 data of a contiguous CPU tensor.
-pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+/// Runs `f` on the f32 data of a CPU tensor, read in place when it is contiguous (copied into
+/// a contiguous layout otherwise).
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {

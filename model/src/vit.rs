@@ -302,15 +302,6 @@ impl Vit {
         let blocks = (0..cfg.depth)
             .map(|i| {
                 let n = |s: &str| format!("blocks.{i}.{s}");
-                let lin = |s: &str, bias: bool| Linear {
-                    w: t(&n(&format!("{s}.weight"))),
-                    b: bias.then(|| t(&n(&format!("{s}.bias")))),
-                };
-                let ln = |s: &str| LayerNorm {
-                    w: t(&n(&format!("{s}.weight"))),
-                    b: t(&n(&format!("{s}.bias"))),
-                    eps,
-                };
                 let lin_ref = |s: &str, bias: bool| crate::block::LinearRef {
                     w: t(&n(&format!("{s}.weight"))),
                     b: bias.then(|| t(&n(&format!("{s}.bias")))),
@@ -324,23 +315,34 @@ impl Vit {
                     w_name: n(&format!("{s}.weight")),
                     b_name: n(&format!("{s}.bias")),
                 };
+                let fused = crate::block::BlockRef {
+                    norm1: norm_ref("norm1"),
+                    qkv: lin_ref("attn.qkv", cfg.qkv_bias),
+                    proj: lin_ref("attn.proj", true),
+                    norm2: norm_ref("norm2"),
+                    fc1: lin_ref("mlp.fc1", true),
+                    fc2: lin_ref("mlp.fc2", true),
+                    heads: cfg.num_heads,
+                    scale: ((d / cfg.num_heads) as f64).powf(-0.5) as f32,
+                };
+                // The per-layer path shares the fused block's tensors.
+                let lin = |r: &crate::block::LinearRef| Linear {
+                    w: r.w.clone(),
+                    b: r.b.clone(),
+                };
+                let ln = |r: &crate::block::NormRef| LayerNorm {
+                    w: r.w.clone(),
+                    b: r.b.clone(),
+                    eps: r.eps,
+                };
                 Block {
-                    norm1: ln("norm1"),
-                    qkv: lin("attn.qkv", cfg.qkv_bias),
-                    proj: lin("attn.proj", true),
-                    norm2: ln("norm2"),
-                    fc1: lin("mlp.fc1", true),
-                    fc2: lin("mlp.fc2", true),
-                    fused: crate::block::BlockRef {
-                        norm1: norm_ref("norm1"),
-                        qkv: lin_ref("attn.qkv", cfg.qkv_bias),
-                        proj: lin_ref("attn.proj", true),
-                        norm2: norm_ref("norm2"),
-                        fc1: lin_ref("mlp.fc1", true),
-                        fc2: lin_ref("mlp.fc2", true),
-                        heads: cfg.num_heads,
-                        scale: ((d / cfg.num_heads) as f64).powf(-0.5) as f32,
-                    },
+                    norm1: ln(&fused.norm1),
+                    qkv: lin(&fused.qkv),
+                    proj: lin(&fused.proj),
+                    norm2: ln(&fused.norm2),
+                    fc1: lin(&fused.fc1),
+                    fc2: lin(&fused.fc2),
+                    fused,
                 }
             })
             .collect();

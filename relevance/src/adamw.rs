@@ -61,18 +61,7 @@ fn fused_cpu_update(
     use rayon::prelude::*;
     let [lr, beta1, beta2, eps, wd, step_size, bc2_sqrt] = c;
     let vec = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-    let (p, g) = (p.contiguous()?, g.contiguous()?);
-    let (ps, pl) = p.storage_and_layout();
-    let (gs, gl) = g.storage_and_layout();
-    let (candle_core::Storage::Cpu(ps), candle_core::Storage::Cpu(gs)) = (&*ps, &*gs) else {
-        return Err(RelevanceError::Invalid(
-            "fused AdamW update needs CPU tensors".into(),
-        ));
-    };
     let n = p.elem_count();
-    // Read in place: the parameter and its gradient are not copied.
-    let pv = &ps.as_slice::<f32>()?[pl.start_offset()..][..n];
-    let gv = &gs.as_slice::<f32>()?[gl.start_offset()..][..n];
     let mut mv = m.map(vec).transpose()?.unwrap_or_else(|| vec![0.0; n]);
     let mut vv = v.map(vec).transpose()?.unwrap_or_else(|| vec![0.0; n]);
     let mut out = vec![0f32; n];
@@ -84,20 +73,25 @@ fn fused_cpu_update(
         bc2_sqrt as f32,
         eps as f32,
     );
-    out.par_chunks_mut(8192)
-        .zip(mv.par_chunks_mut(8192))
-        .zip(vv.par_chunks_mut(8192))
-        .enumerate()
-        .for_each(|(ci, ((o, m), v))| {
-            let base = ci * 8192;
-            for j in 0..o.len() {
-                let gj = gv[base + j];
-                m[j] = m[j] * b1 + gj * ob1;
-                v[j] = v[j] * b2 + gj * gj * ob2;
-                let denom = v[j].sqrt() / bc2 + e;
-                o[j] = pv[base + j] * decay - (m[j] / denom) * ss;
-            }
-        });
+    // The parameter and its gradient are read in place, not copied.
+    model::ops::with_f32(p, |pv| {
+        model::ops::with_f32(g, |gv| {
+            out.par_chunks_mut(8192)
+                .zip(mv.par_chunks_mut(8192))
+                .zip(vv.par_chunks_mut(8192))
+                .enumerate()
+                .for_each(|(ci, ((o, m), v))| {
+                    let base = ci * 8192;
+                    for j in 0..o.len() {
+                        let gj = gv[base + j];
+                        m[j] = m[j] * b1 + gj * ob1;
+                        v[j] = v[j] * b2 + gj * gj * ob2;
+                        let denom = v[j].sqrt() / bc2 + e;
+                        o[j] = pv[base + j] * decay - (m[j] / denom) * ss;
+                    }
+                })
+        })
+    })??;
     let dev = p.device();
     Ok((
         Tensor::from_vec(out, p.shape(), dev)?,

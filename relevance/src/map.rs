@@ -204,16 +204,7 @@ struct Cam {
     grad: Tensor,
 }
 
-/// The f32 data of a contiguous CPU tensor.
-fn cpu_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        candle_core::Storage::Cpu(c) => Ok(f(
-            &c.as_slice::<f32>()?[l.start_offset()..][..l.shape().elem_count()]
-        )),
-        _ => candle_core::bail!("cam: expected a CPU tensor"),
-    }
-}
+use model::ops::with_f32 as cpu_data;
 
 impl candle_core::CustomOp1 for Cam {
     fn name(&self) -> &'static str {
