@@ -220,6 +220,8 @@ fn linear(
 struct AttnOut {
     proj: LinearRef,
     heads: usize,
+    /// Output rows per image: N, or 1 in the last block, whose other rows nothing reads.
+    queries: usize,
     shared: Arc<AttnShared>,
     /// The heads' outputs A v, kept for the projection's weight gradient.
     o: OnceLock<Vec<f32>>,
@@ -251,12 +253,22 @@ impl CustomOp2 for AttnOut {
             .qkv
             .get()
             .expect("the attention map node ran first");
-        let o = apply_forward(a, qkv, g);
-        let x1 = linear(&o, &self.proj, Some(x), b * n, d)?;
+        let q = self.queries;
+        let o = apply_forward(a, qkv, g, q);
+        let x1 = if q == n {
+            linear(&o, &self.proj, Some(x), b * n, d)?
+        } else {
+            let rows: Vec<f32> = x
+                .chunks_exact(n * d)
+                .flat_map(|xi| &xi[..q * d])
+                .copied()
+                .collect();
+            linear(&o, &self.proj, Some(&rows), b * q, d)?
+        };
         self.o
             .set(o)
             .map_err(|_| candle_core::Error::Msg("fused block: forward ran twice".into()))?;
-        Ok((CpuStorage::F32(x1), lx.shape().clone()))
+        Ok((CpuStorage::F32(x1), Shape::from((b, q, d))))
     }
     fn bwd(
         &self,
@@ -275,16 +287,17 @@ impl CustomOp2 for AttnOut {
         let qkv = self.shared.qkv.get().expect("forward ran before backward");
         let o = self.o.get().expect("forward ran before backward");
         let params = param_grads_wanted();
+        let q = self.queries;
         let dx1 = dx1.contiguous()?;
         let (da, dqkv) = data(&dx1, |gy| -> Result<(Vec<f32>, Vec<f32>)> {
             let (dout, p) = data(&self.proj.w, |w| {
-                kernels::linear_backward(gy, o, w, (b * n, d, d), params)
+                kernels::linear_backward(gy, o, w, (b * q, d, d), params)
             })?;
             if let Some((dw, db)) = p {
                 put_linear(&self.grads, &self.proj, dw, db)?;
             }
             let mut dqkv = vec![0f32; qkv.len()];
-            let da = data(a, |a| apply_backward(a, qkv, &dout, g, &mut dqkv))?;
+            let da = data(a, |a| apply_backward(a, qkv, &dout, g, q, &mut dqkv))?;
             Ok((da, dqkv))
         })??;
         *lock(&self.shared.dqkv)? = Some(dqkv);
@@ -292,8 +305,19 @@ impl CustomOp2 for AttnOut {
         if let Some(slot) = &self.slot {
             slot.offer(&da);
         }
-        // The residual passes the gradient through unchanged.
-        Ok((Some(da), Some(dx1)))
+        // The residual passes the gradient through unchanged (to the queried rows).
+        let dx = if q == n {
+            dx1
+        } else {
+            let mut dx = vec![0f32; b * n * d];
+            data(&dx1, |gy| {
+                for (dxi, gi) in dx.chunks_exact_mut(n * d).zip(gy.chunks_exact(q * d)) {
+                    dxi[..q * d].copy_from_slice(gi);
+                }
+            })?;
+            Tensor::from_vec(dx, x.shape(), x.device())?
+        };
+        Ok((Some(da), Some(dx)))
     }
 }
 
@@ -370,15 +394,22 @@ impl CustomOp1 for Mlp {
     }
 }
 
-/// One block as three graph nodes: returns the block's output and its attention map. With a
-/// `slot`, the first backward pass leaves dL/dA in it.
+/// One block as three graph nodes: returns the block's output for the first `queries` tokens
+/// (all N, or the class token alone in the last block) and its attention map (always N × N:
+/// every row feeds the relevance map). With a `slot`, the first backward pass leaves dL/dA in
+/// it.
 pub(crate) fn forward(
     blk: &BlockRef,
     x: &Tensor,
+    queries: usize,
     slot: Option<&GradSlot>,
     grads: &ParamGrads,
 ) -> Result<(Tensor, Tensor)> {
     let x = x.contiguous()?;
+    let n = x.dim(1)?;
+    if queries == 0 || queries > n {
+        candle_core::bail!("fused block: {queries} queries of {n} tokens");
+    }
     let shared = Arc::new(AttnShared::default());
     let a = x.apply_op1(AttnMap {
         ln: OnceLock::new(),
@@ -394,6 +425,7 @@ pub(crate) fn forward(
         AttnOut {
             proj: blk.proj.clone(),
             heads: blk.heads,
+            queries,
             shared,
             o: OnceLock::new(),
             slot: slot.cloned(),

@@ -881,20 +881,22 @@ pub(crate) fn probs_backward(
     })
 }
 
-/// The heads' outputs `A v` from the attention map a (B, H, N, N) and qkv: (B, N, H·hd).
-pub(crate) fn apply_forward(a: &[f32], qkv: &[f32], g: Heads) -> Vec<f32> {
-    let (b, n, d) = (g.b, g.n, g.d());
+/// The heads' outputs `A v` of the first `queries` tokens from the attention map a
+/// (B, H, N, N) and qkv: (B, queries, H·hd).
+pub(crate) fn apply_forward(a: &[f32], qkv: &[f32], g: Heads, queries: usize) -> Vec<f32> {
+    let (b, n, d, q) = (g.b, g.n, g.d(), queries);
+    assert!(q <= n, "attention: {q} queries of {n} tokens");
     let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
-        out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
+        out.par_chunks_mut(q * d).enumerate().for_each(|(bi, o)| {
             let o = o.as_mut_ptr().cast::<f32>();
             for hi in 0..g.h {
                 let bh = bi * g.h + hi;
                 // SAFETY: head hi writes columns hi·hd .. (hi+1)·hd of every row of this batch
-                // element (beta = 0), inside its (n, d) block.
+                // element (beta = 0), inside its (q, d) block.
                 unsafe {
                     let v = qkv.as_ptr().add(g.at(bi, 2, hi));
                     mm(
-                        n,
+                        q,
                         g.hd,
                         n,
                         o.add(hi * g.hd),
@@ -912,60 +914,60 @@ pub(crate) fn apply_forward(a: &[f32], qkv: &[f32], g: Heads) -> Vec<f32> {
         })
     };
     // SAFETY: the heads together write all d columns of every row.
-    unsafe { crate::kernels::written_by(b * n * d, fill) }
+    unsafe { crate::kernels::written_by(b * q * d, fill) }
 }
 
-/// Backward of [`apply_forward`]: returns dA and writes dv (the v columns of `dqkv`; the q and k
-/// columns are left as they are).
+/// Backward of [`apply_forward`] with the gradient `go` (B, queries, H·hd): returns dA (zero
+/// in the rows of the tokens that were not queried) and writes dv (the v columns of `dqkv`;
+/// the q and k columns are left as they are).
 pub(crate) fn apply_backward(
     a: &[f32],
     x: &[f32],
     go: &[f32],
     g: Heads,
+    queries: usize,
     dqkv: &mut [f32],
 ) -> Vec<f32> {
-    let (n, d) = (g.n, g.d());
+    let (n, d, q) = (g.n, g.d(), queries);
     assert_eq!(dqkv.len(), x.len(), "attention backward: dqkv size");
-    let mut da = vec![0f32; a.len()];
+    assert_eq!(
+        go.len(),
+        g.b * q * d,
+        "attention backward: output gradient size"
+    );
     let pq = SharedMut(dqkv.as_mut_ptr());
-    da.par_chunks_mut(n * n).enumerate().for_each(|(bh, dar)| {
-        let p = pq;
-        let (bi, hi) = (bh / g.h, bh % g.h);
-        unsafe {
-            let v = x.as_ptr().add(g.at(bi, 2, hi));
-            let dob = go.as_ptr().add(bi * n * d + hi * g.hd);
-            // dA = dO v^T ; dv = A^T dO
-            mm(
-                n,
-                n,
-                g.hd,
-                dar.as_mut_ptr(),
-                n,
-                dob,
-                d,
-                1,
-                v,
-                1,
-                g.row(),
-                1.0,
-            );
-            mm(
-                n,
-                g.hd,
-                n,
-                p.0.add(g.at(bi, 2, hi)),
-                g.row(),
-                a.as_ptr().add(bh * n * n),
-                1,
-                n,
-                dob,
-                d,
-                1,
-                1.0,
-            );
-        }
-    });
-    da
+    let fill = |da: &mut [std::mem::MaybeUninit<f32>]| {
+        da.par_chunks_mut(n * n).enumerate().for_each(|(bh, dar)| {
+            let p = pq;
+            let (bi, hi) = (bh / g.h, bh % g.h);
+            // SAFETY: rows q.. of this head's block are zeroed, rows ..q written by the first
+            // product (beta = 0); dv of head hi of image bi is written by this task alone.
+            unsafe {
+                let dar = dar.as_mut_ptr().cast::<f32>();
+                std::ptr::write_bytes(dar.add(q * n), 0, (n - q) * n);
+                let v = x.as_ptr().add(g.at(bi, 2, hi));
+                let dob = go.as_ptr().add(bi * q * d + hi * g.hd);
+                // dA = dO v^T (its first q rows) ; dv = A^T dO (A's first q rows)
+                mm(q, n, g.hd, dar, n, dob, d, 1, v, 1, g.row(), 1.0);
+                mm(
+                    n,
+                    g.hd,
+                    q,
+                    p.0.add(g.at(bi, 2, hi)),
+                    g.row(),
+                    a.as_ptr().add(bh * n * n),
+                    1,
+                    n,
+                    dob,
+                    d,
+                    1,
+                    1.0,
+                );
+            }
+        })
+    };
+    // SAFETY: `fill` writes every element (above).
+    unsafe { crate::kernels::written_by(a.len(), fill) }
 }
 
 struct AttnProbs {
@@ -1065,7 +1067,7 @@ impl candle_core::CustomOp2 for AttnApply {
         };
         let a = &s1.as_slice::<f32>()?[l1.start_offset()..][..b * g.h * n * n];
         let qkv = &s2.as_slice::<f32>()?[l2.start_offset()..][..b * n * d3];
-        let out = apply_forward(a, qkv, g);
+        let out = apply_forward(a, qkv, g, n);
         Ok((CpuStorage::F32(out), Shape::from((b, n, g.d()))))
     }
     fn bwd(
@@ -1079,7 +1081,9 @@ impl candle_core::CustomOp2 for AttnApply {
         let mut dqkv = vec![0f32; qkv.elem_count()];
         let da = with_f32(&a.detach(), |a| {
             with_f32(&qkv.detach(), |x| {
-                with_f32(&dout.detach(), |go| apply_backward(a, x, go, g, &mut dqkv))
+                with_f32(&dout.detach(), |go| {
+                    apply_backward(a, x, go, g, g.n, &mut dqkv)
+                })
             })
         })???;
         let da = Tensor::from_vec(da, a.shape(), a.device())?;
@@ -1133,6 +1137,69 @@ pub fn attention_apply(
     )
 }
 
+/// Inference attention of the first `queries` tokens: softmax(scale · q kᵀ) v per head,
+/// concatenated per token, (B, queries, H·hd), with no graph and no (B, H, N, N) map kept.
+/// On the CPU each (image, head) runs on one thread with its scores in a private buffer that
+/// stays in cache between the two products; `queries < N` serves a head that reads only the
+/// class token.
+pub fn attention_value(qkv: &Tensor, heads: usize, scale: f64, queries: usize) -> Result<Tensor> {
+    let g = Heads::of(qkv, heads)?;
+    if queries == 0 || queries > g.n {
+        candle_core::bail!("attention: {queries} queries of {} tokens", g.n);
+    }
+    if cpu_f32(qkv) {
+        let (n, d, m) = (g.n, g.d(), queries);
+        let out = with_f32(&qkv.contiguous()?, |x| {
+            let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
+                let shared = SharedMut(out.as_mut_ptr().cast::<f32>());
+                (0..g.b * g.h).into_par_iter().for_each(|bh| {
+                    let dst = shared;
+                    let (bi, hi) = (bh / g.h, bh % g.h);
+                    let mut s = vec![0f32; m * n];
+                    // SAFETY: q, k, v are read inside qkv at their strides; this task writes
+                    // only columns hi·hd .. (hi+1)·hd of rows 0..m of image bi (beta = 0).
+                    unsafe {
+                        let q = x.as_ptr().add(g.at(bi, 0, hi));
+                        let k = x.as_ptr().add(g.at(bi, 1, hi));
+                        let v = x.as_ptr().add(g.at(bi, 2, hi));
+                        mm(
+                            m,
+                            n,
+                            g.hd,
+                            s.as_mut_ptr(),
+                            n,
+                            q,
+                            g.row(),
+                            1,
+                            k,
+                            1,
+                            g.row(),
+                            scale as f32,
+                        );
+                        crate::kernels::softmax_rows(&mut s, n);
+                        let o = dst.0.add(bi * m * d + hi * g.hd);
+                        mm(m, g.hd, n, o, d, s.as_ptr(), n, 1, v, g.row(), 1, 1.0);
+                    }
+                })
+            };
+            // SAFETY: the (image, head) tasks together write every element.
+            unsafe { crate::kernels::written_by(g.b * m * d, fill) }
+        })?;
+        return Tensor::from_vec(out, (g.b, m, d), qkv.device());
+    }
+    let parts = qkv
+        .detach()
+        .reshape((g.b, g.n, 3, g.h, g.hd))?
+        .permute((2, 0, 3, 1, 4))?;
+    let q = (parts.get(0)?.narrow(2, 0, queries)? * scale)?.contiguous()?;
+    let (k, v) = (parts.get(1)?.contiguous()?, parts.get(2)?.contiguous()?);
+    softmax_value(&q.matmul(&k.t()?)?)?
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((g.b, queries, g.d()))
+}
+
 #[cfg(test)]
 mod attention_tests {
     use super::*;
@@ -1181,6 +1248,17 @@ mod attention_tests {
                 .unwrap()
         };
         assert!(md(&a, &a_ref) < 1e-6 && md(&o, &o_ref) < 1e-5);
+        // Inference kernel: all queries, and the first few only (rows of the same output).
+        let o_inf = attention_value(&qkv, h, scale, n).unwrap();
+        assert!(md(&o_inf, &o_ref) < 1e-5);
+        let o_first = attention_value(&qkv, h, scale, 2).unwrap();
+        assert!(md(&o_first, &o_ref.narrow(1, 0, 2).unwrap()) < 1e-5);
+        assert!(attention_value(&qkv, h, scale, n + 1).is_err());
+        // The composed path other devices and dtypes take (here f64 on the CPU).
+        let q64 = qkv.to_dtype(DType::F64).unwrap();
+        let o64 = attention_value(&q64, h, scale, 3).unwrap();
+        let ref3 = o_ref.narrow(1, 0, 3).unwrap();
+        assert!(md(&o64.to_dtype(DType::F32).unwrap(), &ref3) < 1e-5);
         let loss = |a: &Tensor, o: &Tensor| {
             ((a * &wa).unwrap().sum_all().unwrap() + (o * &wo).unwrap().sum_all().unwrap()).unwrap()
         };

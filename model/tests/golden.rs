@@ -58,6 +58,22 @@ fn logits_and_attention_match_reference() {
         1e-5,
         1e-4,
     );
+    // `forward` runs the last block for the class token only; the full token path gives the
+    // same logits, and its features for every token match the training path's.
+    let feats = m.vit.forward_features(x, model::Mode::Infer).unwrap();
+    let n_tokens = feats.dim(1).unwrap();
+    assert!(n_tokens > 1);
+    let full = m.vit.forward_head(&feats, model::Mode::Infer).unwrap();
+    assert_close("logits (all tokens)", &full, &logits, 1e-6, 1e-5);
+    assert_close(
+        "logits (all tokens) vs reference",
+        &full,
+        &outputs["logits"],
+        1e-5,
+        1e-4,
+    );
+    let train_feats = m.vit.forward_features(x, model::Mode::Train).unwrap();
+    assert_close("features", &feats, &train_feats, 1e-5, 1e-5);
     let pred: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
     let want: Vec<i64> = outputs["pred"].to_vec1().unwrap();
     assert_eq!(pred.iter().map(|&p| p as i64).collect::<Vec<_>>(), want);
