@@ -11,11 +11,12 @@
 //! ```
 //! Weight decay applies to every parameter, as in the reference (`AdamW(model.parameters())`).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Shape, Tensor};
 use model::Params;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::{RelevanceError, Result};
 
@@ -48,56 +49,95 @@ pub fn step_decay_lr(base: f64, epoch: usize) -> f64 {
     base * 0.85f64.powi((epoch / 2) as i32)
 }
 
-/// One parameter's update in a single pass on the CPU (the tensor-op version below makes about
-/// a dozen passes over every parameter). Same arithmetic, in f32 with f64 constants rounded
-/// once, as the tensor ops do.
-fn fused_cpu_update(
-    p: &Tensor,
-    g: &Tensor,
-    m: Option<&Tensor>,
-    v: Option<&Tensor>,
-    c: [f64; 7],
-) -> Result<(Tensor, Tensor, Tensor)> {
-    use rayon::prelude::*;
-    let [lr, beta1, beta2, eps, wd, step_size, bc2_sqrt] = c;
-    let vec = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-    let n = p.elem_count();
-    let mut mv = m.map(vec).transpose()?.unwrap_or_else(|| vec![0.0; n]);
-    let mut vv = v.map(vec).transpose()?.unwrap_or_else(|| vec![0.0; n]);
-    let mut out = vec![0f32; n];
-    let (b1, b2) = (beta1 as f32, beta2 as f32);
-    let (ob1, ob2) = ((1.0 - beta1) as f32, (1.0 - beta2) as f32);
-    let (decay, ss, bc2, e) = (
-        (1.0 - lr * wd) as f32,
-        step_size as f32,
-        bc2_sqrt as f32,
-        eps as f32,
-    );
-    // The parameter and its gradient are read in place, not copied.
-    model::ops::with_f32(p, |pv| {
-        model::ops::with_f32(g, |gv| {
-            out.par_chunks_mut(8192)
-                .zip(mv.par_chunks_mut(8192))
-                .zip(vv.par_chunks_mut(8192))
-                .enumerate()
-                .for_each(|(ci, ((o, m), v))| {
-                    let base = ci * 8192;
-                    for j in 0..o.len() {
-                        let gj = gv[base + j];
-                        m[j] = m[j] * b1 + gj * ob1;
-                        v[j] = v[j] * b2 + gj * gj * ob2;
-                        let denom = v[j].sqrt() / bc2 + e;
-                        o[j] = pv[base + j] * decay - (m[j] / denom) * ss;
-                    }
-                })
+/// Update constants: lr, β₁, β₂, ε, weight decay, lr / (1 − β₁ᵗ), √(1 − β₂ᵗ).
+type Consts = [f64; 7];
+
+/// One parameter's update in a single pass on the CPU, in place: the parameter's own storage
+/// (through candle's in-place op) and the moments' buffers, no copies (the tensor-op version
+/// below makes about a dozen passes over every parameter). Same arithmetic, in f32 with f64
+/// constants rounded once, as the tensor ops do.
+struct InPlaceUpdate<'a> {
+    m: Mutex<&'a mut [f32]>,
+    v: Mutex<&'a mut [f32]>,
+    c: Consts,
+}
+
+impl candle_core::InplaceOp2 for InPlaceUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+    fn cpu_fwd(
+        &self,
+        sp: &mut candle_core::CpuStorage,
+        lp: &candle_core::Layout,
+        sg: &candle_core::CpuStorage,
+        lg: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 8192;
+        let [lr, beta1, beta2, eps, wd, step_size, bc2_sqrt] = self.c;
+        let n = lp.shape().elem_count();
+        if !lp.is_contiguous() || !lg.is_contiguous() || lg.shape().elem_count() != n {
+            candle_core::bail!("adamw: parameter and gradient must be contiguous and alike");
+        }
+        let candle_core::CpuStorage::F32(pv) = sp else {
+            candle_core::bail!("adamw: the in-place update takes f32 parameters");
+        };
+        let pv = &mut pv[lp.start_offset()..][..n];
+        let gv = &sg.as_slice::<f32>()?[lg.start_offset()..][..n];
+        let poisoned = |_| candle_core::Error::Msg("adamw: poisoned moments".into());
+        let mut m = self.m.lock().map_err(poisoned)?;
+        let mut v = self.v.lock().map_err(poisoned)?;
+        if m.len() != n || v.len() != n {
+            candle_core::bail!("adamw: moments of {} values for {n} parameters", m.len());
+        }
+        let (b1, b2) = (beta1 as f32, beta2 as f32);
+        let (ob1, ob2) = ((1.0 - beta1) as f32, (1.0 - beta2) as f32);
+        let (decay, ss, bc2, e) = (
+            (1.0 - lr * wd) as f32,
+            step_size as f32,
+            bc2_sqrt as f32,
+            eps as f32,
+        );
+        pv.par_chunks_mut(CHUNK)
+            .zip(gv.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (m, v))| {
+                for j in 0..p.len() {
+                    let gj = g[j];
+                    m[j] = m[j] * b1 + gj * ob1;
+                    v[j] = v[j] * b2 + gj * gj * ob2;
+                    let denom = v[j].sqrt() / bc2 + e;
+                    p[j] = p[j] * decay - (m[j] / denom) * ss;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// One parameter's first and second moments.
+#[derive(Debug, Clone)]
+enum Moments {
+    /// For f32 parameters on the CPU: plain buffers, updated in place.
+    Host {
+        m: Vec<f32>,
+        v: Vec<f32>,
+        shape: Shape,
+    },
+    /// Elsewhere (and as loaded from a file until the first step): tensors.
+    Tensors { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    fn tensors(&self) -> Result<(Tensor, Tensor)> {
+        Ok(match self {
+            Moments::Host { m, v, shape } => (
+                Tensor::from_slice(m, shape, &Device::Cpu)?,
+                Tensor::from_slice(v, shape, &Device::Cpu)?,
+            ),
+            Moments::Tensors { m, v } => (m.clone(), v.clone()),
         })
-    })??;
-    let dev = p.device();
-    Ok((
-        Tensor::from_vec(out, p.shape(), dev)?,
-        Tensor::from_vec(mv, p.shape(), dev)?,
-        Tensor::from_vec(vv, p.shape(), dev)?,
-    ))
+    }
 }
 
 /// The optimizer and its state: step count and first/second moments per parameter name.
@@ -105,8 +145,7 @@ fn fused_cpu_update(
 pub struct AdamW {
     cfg: AdamWConfig,
     t: u64,
-    exp_avg: BTreeMap<String, Tensor>,
-    exp_avg_sq: BTreeMap<String, Tensor>,
+    moments: BTreeMap<String, Moments>,
 }
 
 const EXP_AVG: &str = "exp_avg.";
@@ -117,8 +156,7 @@ impl AdamW {
         Self {
             cfg,
             t: 0,
-            exp_avg: BTreeMap::new(),
-            exp_avg_sq: BTreeMap::new(),
+            moments: BTreeMap::new(),
         }
     }
 
@@ -164,28 +202,71 @@ impl AdamW {
         let bc1 = 1.0 - beta1.powi(t as i32);
         let bc2_sqrt = (1.0 - beta2.powi(t as i32)).sqrt();
         let step_size = lr / bc1;
+        let c = [lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt];
         for (name, var) in params.iter() {
             let g = grads[name].to_dtype(DType::F32)?.detach();
-            let p = var.as_tensor().detach();
-            if p.device().is_cpu() && p.dtype() == DType::F32 {
-                let (new, m, v) = fused_cpu_update(
-                    &p,
-                    &g,
-                    self.exp_avg.get(name),
-                    self.exp_avg_sq.get(name),
-                    [lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt],
+            let p = var.as_tensor();
+            if p.device().is_cpu() && p.dtype() == DType::F32 && p.is_contiguous() {
+                let n = p.elem_count();
+                let entry = match self.moments.remove(name) {
+                    Some(Moments::Tensors { m, v })
+                        if m.dims() != p.dims() || v.dims() != p.dims() =>
+                    {
+                        return Err(RelevanceError::Invalid(format!(
+                            "optimizer state for `{name}` has shape {:?}, the parameter {:?}",
+                            m.dims(),
+                            p.dims()
+                        )))
+                    }
+                    Some(Moments::Tensors { m, v }) => Moments::Host {
+                        m: m.flatten_all()?.to_vec1::<f32>()?,
+                        v: v.flatten_all()?.to_vec1::<f32>()?,
+                        shape: p.shape().clone(),
+                    },
+                    Some(host) => host,
+                    None => Moments::Host {
+                        m: vec![0.0; n],
+                        v: vec![0.0; n],
+                        shape: p.shape().clone(),
+                    },
+                };
+                let Moments::Host {
+                    mut m,
+                    mut v,
+                    shape,
+                } = entry
+                else {
+                    unreachable!("converted to host moments above")
+                };
+                p.inplace_op2(
+                    &g.to_device(&Device::Cpu)?.contiguous()?,
+                    &InPlaceUpdate {
+                        m: Mutex::new(&mut m),
+                        v: Mutex::new(&mut v),
+                        c,
+                    },
                 )?;
-                var.set(&new)?;
-                self.exp_avg.insert(name.clone(), m);
-                self.exp_avg_sq.insert(name.clone(), v);
+                self.moments
+                    .insert(name.clone(), Moments::Host { m, v, shape });
                 continue;
             }
-            let m = match self.exp_avg.get(name) {
+            let p = p.detach();
+            let (m_prev, v_prev) = match self.moments.get(name) {
+                Some(mo) => {
+                    let (m, v) = mo.tensors()?;
+                    (
+                        Some(m.to_device(p.device())?),
+                        Some(v.to_device(p.device())?),
+                    )
+                }
+                None => (None, None),
+            };
+            let m = match m_prev {
                 Some(m) => (m.affine(beta1, 0.0)? + g.affine(1.0 - beta1, 0.0)?)?,
                 None => g.affine(1.0 - beta1, 0.0)?,
             };
             let g2 = g.sqr()?.affine(1.0 - beta2, 0.0)?;
-            let v = match self.exp_avg_sq.get(name) {
+            let v = match v_prev {
                 Some(v) => (v.affine(beta2, 0.0)? + g2)?,
                 None => g2,
             };
@@ -193,24 +274,21 @@ impl AdamW {
             let decayed = p.affine(1.0 - lr * weight_decay, 0.0)?;
             let new = (decayed - (m.div(&denom)?.affine(step_size, 0.0))?)?;
             var.set(&new)?;
-            self.exp_avg.insert(name.clone(), m);
-            self.exp_avg_sq.insert(name.clone(), v);
+            self.moments.insert(name.clone(), Moments::Tensors { m, v });
         }
         self.t = t;
         Ok(())
     }
 
     /// The moments as `exp_avg.<name>` / `exp_avg_sq.<name>` (PyTorch's state names).
-    pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
-        let a = self
-            .exp_avg
-            .iter()
-            .map(|(k, v)| (format!("{EXP_AVG}{k}"), v.clone()));
-        let b = self
-            .exp_avg_sq
-            .iter()
-            .map(|(k, v)| (format!("{EXP_AVG_SQ}{k}"), v.clone()));
-        a.chain(b).collect()
+    pub fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        for (k, mo) in &self.moments {
+            let (m, v) = mo.tensors()?;
+            out.insert(format!("{EXP_AVG}{k}"), m);
+            out.insert(format!("{EXP_AVG_SQ}{k}"), v);
+        }
+        Ok(out)
     }
 
     /// Replaces the state with moments named as by [`AdamW::state_tensors`] and step count `t`.
@@ -240,8 +318,11 @@ impl AdamW {
                 exp_avg.len()
             )));
         }
-        self.exp_avg = exp_avg;
-        self.exp_avg_sq = exp_avg_sq;
+        self.moments = exp_avg
+            .into_iter()
+            .zip(exp_avg_sq.into_values())
+            .map(|((name, m), v)| (name, Moments::Tensors { m, v }))
+            .collect();
         self.t = t;
         Ok(())
     }
@@ -268,7 +349,7 @@ impl AdamW {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        model::weights::write_safetensors_with_metadata(&self.state_tensors(), path, &meta)
+        model::weights::write_safetensors_with_metadata(&self.state_tensors()?, path, &meta)
             .map_err(|e| err(e.to_string()))
     }
 

@@ -79,7 +79,7 @@ fn two_steps_match_hand_computation() {
     }
     println!("max |ours − hand| after two steps: {worst:e}");
     assert!(worst < 1e-6, "{worst}");
-    let st = opt.state_tensors();
+    let st = opt.state_tensors().unwrap();
     assert_eq!(st.len(), 2 * p0.len());
     let g = values(&g1["head.bias"]);
     let h = values(&g2["head.bias"]);
@@ -134,7 +134,10 @@ fn resumed_run_continues_bit_identically() {
             "{name}"
         );
     }
-    let (sa, sb) = (opt.state_tensors(), resumed.state_tensors());
+    let (sa, sb) = (
+        opt.state_tensors().unwrap(),
+        resumed.state_tensors().unwrap(),
+    );
     assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
     for (k, t) in &sa {
         assert_eq!(values(t), values(&sb[k]), "{k}");

@@ -440,7 +440,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
             &hyp,
         );
     }
-    let state = opt.state_tensors();
+    let state = opt.state_tensors().unwrap();
     for (k, want) in adamw_ref.iter().filter(|(k, _)| k.starts_with("exp_avg")) {
         let tol = if k.starts_with("exp_avg_sq.") {
             (1e-12, 2e-3)
