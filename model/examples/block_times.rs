@@ -1,5 +1,5 @@
 //! Where one ViT-S/16 block spends its inference time at batch 8 (`bench/NOTES.md`, after
-//! change 19): each op of the inference path timed separately, averaged over 25 iterations
+//! change 26): each op of the inference path timed separately, averaged over 25 iterations
 //! after 5 warm-up ones.
 //!
 //!     cargo run --release -p model --example block_times
@@ -26,8 +26,7 @@ fn main() -> anyhow::Result<()> {
     let names = [
         "ln1",
         "qkv",
-        "scores+softmax",
-        "A·v",
+        "attention",
         "proj+residual",
         "ln2",
         "fc1",
@@ -35,11 +34,11 @@ fn main() -> anyhow::Result<()> {
         "fc2+residual",
     ];
     let (warm, iters) = (5, 25);
-    let mut t = [0f64; 9];
+    let mut t = [0f64; 8];
     for it in 0..warm + iters {
         let mut lap = Instant::now();
         let mut k = 0;
-        let mut tick = |t: &mut [f64; 9]| {
+        let mut tick = |t: &mut [f64; 8]| {
             if it >= warm {
                 t[k] += lap.elapsed().as_secs_f64();
             }
@@ -50,9 +49,7 @@ fn main() -> anyhow::Result<()> {
         tick(&mut t);
         let qkv = ops::linear_value(&y, &wq, Some(&bq), None)?;
         tick(&mut t);
-        let a = ops::attention_probs(&qkv, h, 0.125)?;
-        tick(&mut t);
-        let o = ops::attention_apply(&a, &qkv, h, None)?;
+        let o = ops::attention_value(&qkv, h, 0.125, n)?;
         tick(&mut t);
         let x1 = ops::linear_value(&o, &wp, Some(&bp), Some(&x))?;
         tick(&mut t);

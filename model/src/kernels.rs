@@ -18,15 +18,16 @@ macro_rules! vectorized {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         pub fn $name($($arg: $ty),*) {
+            // `FMA`: whether the body may use fused multiply-adds ([`madd`]).
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
-            fn imp($($arg: $ty),*) $body
+            fn imp<const FMA: bool>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx512($($arg: $ty),*) {
-                    imp($($arg),*)
+                    imp::<true>($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
@@ -37,7 +38,7 @@ macro_rules! vectorized {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) {
-                    imp($($arg),*)
+                    imp::<true>($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
@@ -46,16 +47,27 @@ macro_rules! vectorized {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            imp($($arg),*)
+            imp::<false>($($arg),*)
         }
     };
+}
+
+/// a·b + c: one fused multiply-add in the AVX2 / AVX-512 builds of the kernels, a multiply and
+/// an add in the baseline build (where `mul_add` would become a slow library call).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 /// eˣ in f32 (Cephes' `expf`: range reduction by ln 2, degree-6 polynomial; within 2 ulp of
 /// the true value). Saturates at e⁻⁸⁷·³ (≈ 1.2e-38) below and e⁸⁸ above, which the callers
 /// never reach (softmax and GELU only take exponentials of non-positive numbers).
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+pub fn exp<const FMA: bool>(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to an integer in the low mantissa bits; both the rounded float and
     // the integer come out of bit operations that vectorise (a float-to-int cast does not: Rust's
     // saturating `as` turns into scalar compares).
@@ -64,25 +76,29 @@ pub fn exp(x: f32) -> f32 {
     let big = x * std::f32::consts::LOG2_E + ROUND;
     let n = big - ROUND;
     let ni = (big.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
+    let m = madd::<FMA>;
+    let r = m(n, 2.121_944_4e-4, m(n, -0.693_359_4, x));
+    let p = m(1.987_569_1e-4, r, 1.398_199_9e-3);
+    let p = m(p, r, 8.333_452e-3);
+    let p = m(p, r, 4.166_579_6e-2);
+    let p = m(p, r, 1.666_666_5e-1);
+    let p = m(p, r, 0.5);
+    let e = m(p * r, r, r) + 1.0;
     e * f32::from_bits(((ni + 127) << 23) as u32)
 }
 
 /// erf(x) in f32 (Abramowitz & Stegun 7.1.26: absolute error ≤ 1.5e-7 in exact arithmetic,
 /// ≤ 5e-7 evaluated in f32; the approximation PyTorch's vectorised CPU GELU uses as well).
 #[inline(always)]
-pub fn erf(x: f32) -> f32 {
+pub fn erf<const FMA: bool>(x: f32) -> f32 {
+    let m = madd::<FMA>;
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = ((((1.061_405_4 * t - 1.453_152) * t + 1.421_413_7) * t - 0.284_496_72) * t
-        + 0.254_829_6)
-        * t;
-    (1.0 - poly * exp(-a * a)).copysign(x)
+    let t = 1.0 / m(0.327_591_1, a, 1.0);
+    let p = m(1.061_405_4, t, -1.453_152);
+    let p = m(p, t, 1.421_413_7);
+    let p = m(p, t, -0.284_496_72);
+    let p = m(p, t, 0.254_829_6);
+    m(-(p * t), exp::<FMA>(-a * a), 1.0).copysign(x)
 }
 
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -91,7 +107,7 @@ vectorized! {
     /// y = x Φ(x) (exact GELU) elementwise.
     pub fn gelu_slice(xs: &[f32], ys: &mut [MaybeUninit<f32>]) {
         for (y, &x) in ys.iter_mut().zip(xs) {
-            y.write(0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)));
+            y.write(0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2)));
         }
     }
 }
@@ -100,26 +116,38 @@ vectorized! {
     /// dx = g (Φ(x) + x φ(x)), the GELU backward, elementwise.
     pub fn gelu_backward_slice(xs: &[f32], gs: &[f32], dx: &mut [MaybeUninit<f32>]) {
         for ((d, &x), &g) in dx.iter_mut().zip(xs).zip(gs) {
-            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = exp(-0.5 * x * x) * FRAC_1_SQRT_2PI;
-            d.write(g * (cdf + x * pdf));
+            let cdf = 0.5 * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = exp::<FMA>(-0.5 * x * x) * FRAC_1_SQRT_2PI;
+            d.write(g * madd::<FMA>(x, pdf, cdf));
         }
     }
 }
 
-/// The eight partial sums of the reductions below, added in one fixed tree order.
+/// Running partial sums per reduction: enough independent vector accumulators (four of
+/// AVX-512's 16 lanes, eight of AVX2's 8) to hide the latency of the adds, which a single
+/// running sum or maximum makes a dependent chain.
+const LANES: usize = 64;
+
+/// The partial sums of the reductions below, added in one fixed tree order (halving).
 #[inline(always)]
-fn fold8(acc: [f32; 8]) -> f32 {
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+fn fold(mut acc: [f32; LANES]) -> f32 {
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+    }
+    acc[0]
 }
 
-/// Dot product with eight running partial sums (vectorises).
+/// Dot product with [`LANES`] running partial sums.
 #[inline(always)]
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (mut ac, mut bc) = (a.chunks_exact(8), b.chunks_exact(8));
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (mut ac, mut bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     for (x, y) in (&mut ac).zip(&mut bc) {
-        for i in 0..8 {
+        for i in 0..LANES {
             acc[i] += x[i] * y[i];
         }
     }
@@ -129,32 +157,31 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
         .zip(bc.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    fold8(acc) + tail
+    fold(acc) + tail
 }
 
-/// Sum with eight running partial sums, so the loop vectorises (a single accumulator is a
-/// chain of dependent adds).
+/// Sum with [`LANES`] running partial sums.
 #[inline(always)]
-fn sum8(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = v.chunks_exact(8);
+fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
     for c in &mut chunks {
-        for i in 0..8 {
+        for i in 0..LANES {
             acc[i] += c[i];
         }
     }
     let tail: f32 = chunks.remainder().iter().sum();
-    fold8(acc) + tail
+    fold(acc) + tail
 }
 
-/// Maximum with eight running maxima (a single running maximum is a dependent chain that does
-/// not vectorise; it was half the time of the attention softmax).
+/// Maximum with [`LANES`] running maxima (a single running maximum was half the time of the
+/// attention softmax).
 #[inline(always)]
-fn max8(v: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let mut chunks = v.chunks_exact(8);
+fn max(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = v.chunks_exact(LANES);
     for c in &mut chunks {
-        for i in 0..8 {
+        for i in 0..LANES {
             acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
         }
     }
@@ -169,9 +196,9 @@ vectorized! {
     /// Softmax of each row of length `n`, in place.
     pub fn softmax_rows(x: &mut [f32], n: usize) {
         for r in x.chunks_exact_mut(n) {
-            let m = max8(r);
-            r.iter_mut().for_each(|v| *v = exp(*v - m));
-            let inv = 1.0 / sum8(r);
+            let m = max(r);
+            r.iter_mut().for_each(|v| *v = exp::<FMA>(*v - m));
+            let inv = 1.0 / sum(r);
             r.iter_mut().for_each(|v| *v *= inv);
         }
     }
@@ -180,7 +207,7 @@ vectorized! {
 vectorized! {
     /// One row of the softmax backward: dx = y (g - <y, g>).
     pub fn softmax_backward_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
-        let s = dot8(y, g);
+        let s = dot(y, g);
         for ((d, &yj), &gj) in dx.iter_mut().zip(y).zip(g) {
             *d = yj * (gj - s);
         }
@@ -343,11 +370,11 @@ pub fn column_sums(g: &[f32], cols: usize) -> Vec<f32> {
 #[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let d = x.len() as f32;
-    let mean = sum8(x) / d;
-    let mut acc = [0f32; 8];
-    let mut chunks = x.chunks_exact(8);
+    let mean = sum(x) / d;
+    let mut acc = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
-        for i in 0..8 {
+        for i in 0..LANES {
             let v = c[i] - mean;
             acc[i] += v * v;
         }
@@ -357,7 +384,7 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
         .iter()
         .map(|v| (v - mean) * (v - mean))
         .sum();
-    let var = (fold8(acc) + tail) / d;
+    let var = (fold(acc) + tail) / d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -412,12 +439,12 @@ vectorized! {
                 *dwj += gv * *xh;
                 *dbj += gv;
             }
-            // Row sums of g·w and g·w·x̂ with eight partial sums each (vectorises).
-            let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
+            // Row sums of g·w and g·w·x̂ with [`LANES`] partial sums each.
+            let (mut s1, mut s2) = ([0f32; LANES], [0f32; LANES]);
             let (mut gc, mut wc, mut xc) =
-                (gr.chunks_exact(8), w.chunks_exact(8), xhat[..d].chunks_exact(8));
+                (gr.chunks_exact(LANES), w.chunks_exact(LANES), xhat[..d].chunks_exact(LANES));
             for ((g8, w8), x8) in (&mut gc).zip(&mut wc).zip(&mut xc) {
-                for i in 0..8 {
+                for i in 0..LANES {
                     let gy = g8[i] * w8[i];
                     s1[i] += gy;
                     s2[i] += gy * x8[i];
@@ -428,8 +455,8 @@ vectorized! {
                 t1 += gv * wv;
                 t2 += gv * wv * xv;
             }
-            let m1 = (fold8(s1) + t1) / d as f32;
-            let m2 = (fold8(s2) + t2) / d as f32;
+            let m1 = (fold(s1) + t1) / d as f32;
+            let m2 = (fold(s2) + t2) / d as f32;
             for j in 0..d {
                 dxr[j].write(rstd * (gr[j] * w[j] - m1 - xhat[j] * m2));
             }
@@ -618,33 +645,44 @@ pub fn linear_backward(
 mod tests {
     use super::*;
 
+    /// Both builds of the scalar maths: with fused multiply-adds (AVX2 / AVX-512 kernels) and
+    /// with separate multiplies and adds (baseline).
+    fn both_builds(check: impl Fn(fn(f32) -> f32, fn(f32) -> f32, &str)) {
+        check(exp::<true>, erf::<true>, "fma");
+        check(exp::<false>, erf::<false>, "mul+add");
+    }
+
     #[test]
     fn exp_is_within_two_ulp_on_the_range_used() {
-        let mut worst = 0f64;
-        for i in 0..=200_000 {
-            let x = -87.0 + 88.0 * i as f32 / 200_000.0;
-            let want = (x as f64).exp();
-            let got = exp(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 2.5e-7, "worst relative error {worst:e}");
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1.2e-38);
+        both_builds(|exp, _, build| {
+            let mut worst = 0f64;
+            for i in 0..=200_000 {
+                let x = -87.0 + 88.0 * i as f32 / 200_000.0;
+                let want = (x as f64).exp();
+                let got = exp(x) as f64;
+                worst = worst.max(((got - want) / want).abs());
+            }
+            assert!(worst < 2.5e-7, "{build}: worst relative error {worst:e}");
+            assert_eq!(exp(0.0), 1.0, "{build}");
+            assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1.2e-38, "{build}");
+        });
     }
 
     #[test]
     fn erf_is_within_the_approximation_bound() {
-        let mut worst = 0f64;
-        for i in 0..=100_000 {
-            let x = -6.0 + 12.0 * i as f64 / 100_000.0;
-            let got = erf(x as f32) as f64;
-            let want = candle_core::cpu::erf::erf_f64(x);
-            worst = worst.max((got - want).abs());
-        }
-        // 1.5e-7 for the formula, plus the rounding of its f32 evaluation (a few ulp of 1).
-        assert!(worst < 5e-7, "worst absolute error {worst:e}");
-        assert_eq!(erf(0.0), 0.0);
-        assert_eq!(erf(-2.0), -erf(2.0));
+        both_builds(|_, erf, build| {
+            let mut worst = 0f64;
+            for i in 0..=100_000 {
+                let x = -6.0 + 12.0 * i as f64 / 100_000.0;
+                let got = erf(x as f32) as f64;
+                let want = candle_core::cpu::erf::erf_f64(x);
+                worst = worst.max((got - want).abs());
+            }
+            // 1.5e-7 for the formula, plus the rounding of its f32 evaluation (a few ulp of 1).
+            assert!(worst < 5e-7, "{build}: worst absolute error {worst:e}");
+            assert_eq!(erf(0.0), 0.0, "{build}");
+            assert_eq!(erf(-2.0), -erf(2.0), "{build}");
+        });
     }
 
     #[test]
