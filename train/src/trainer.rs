@@ -32,6 +32,17 @@ pub struct Batch {
     pub labels: Vec<u32>,
 }
 
+impl Batch {
+    /// The same batch with its tensors on `device`.
+    pub fn to_device(self, device: &Device) -> Result<Self> {
+        Ok(Self {
+            images: self.images.to_device(device)?,
+            masks: self.masks.map(|m| m.to_device(device)).transpose()?,
+            labels: self.labels,
+        })
+    }
+}
+
 fn seg_examples(root: &ImageNetS, samples: &[SegSample]) -> Vec<Example> {
     samples
         .iter()
@@ -532,49 +543,84 @@ pub fn train(
         let mut steps = 0usize;
         let t_epoch = Instant::now();
         let mut images = 0usize;
-        for chunk in order.chunks(cfg.batch_size.max(1)) {
-            if state.global_step >= total_steps {
-                break;
+        let chunks: Vec<&[usize]> = order
+            .chunks(cfg.batch_size.max(1))
+            .take(total_steps.saturating_sub(state.global_step))
+            .collect();
+        let img_size = vit.config().img_size;
+        // The next batch is decoded on a second thread while this one trains (one batch ahead),
+        // so a GPU does not wait for JPEG decoding. Batches are built on the CPU and moved to
+        // the device here; their pixels depend only on (seed, epoch, index), as before.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(1);
+        let producer_chunks = chunks.clone();
+        let train_set = &data.train;
+        std::thread::scope(|scope| -> Result<()> {
+            let producer = std::thread::Builder::new()
+                .name("batch-prefetch".into())
+                .spawn_scoped(scope, move || {
+                    for chunk in producer_chunks {
+                        let examples: Vec<(usize, &Example)> =
+                            chunk.iter().map(|&i| (i, &train_set[i])).collect();
+                        let batch = load_batch(&examples, cfg, true, epoch, img_size, &Device::Cpu);
+                        let failed = batch.is_err();
+                        // A closed channel means the training loop stopped early.
+                        if tx.send(batch).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .context("cannot start the batch prefetch thread")?;
+            let result = (|| -> Result<()> {
+                for chunk in chunks {
+                    opt.set_lr(learning_rate(cfg, epoch, state.global_step, total_steps));
+                    let t0 = Instant::now();
+                    let batch = rx
+                        .recv()
+                        .context("the batch prefetch thread stopped unexpectedly")??
+                        .to_device(device)?;
+                    let l = train_step(&vit, &mut opt, &batch, cfg, &lc)?;
+                    if !l.total.is_finite() {
+                        bail!(
+                            "the loss became {} at step {}: lower the learning rate",
+                            l.total,
+                            state.global_step
+                        );
+                    }
+                    state.global_step += 1;
+                    steps += 1;
+                    images += chunk.len();
+                    sums.total += l.total;
+                    sums.background += l.background;
+                    sums.foreground += l.foreground;
+                    sums.classification += l.classification;
+                    sums.degenerate += l.degenerate;
+                    bar.set_message(format!("epoch {epoch} loss {:.4}", l.total));
+                    bar.inc(1);
+                    if cfg.log_every > 0 && state.global_step.is_multiple_of(cfg.log_every) {
+                        metrics.append(&MetricsRow {
+                            kind: "step".into(),
+                            epoch,
+                            step: state.global_step,
+                            lr: opt.lr(),
+                            loss: l.total,
+                            background: l.background,
+                            foreground: l.foreground,
+                            classification: l.classification,
+                            images_per_s: chunk.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                            degenerate_maps: l.degenerate,
+                            ..Default::default()
+                        })?;
+                    }
+                }
+                Ok(())
+            })();
+            // Unblocks the producer if the loop stopped early, then waits for it.
+            drop(rx);
+            if producer.join().is_err() {
+                bail!("the batch prefetch thread panicked");
             }
-            opt.set_lr(learning_rate(cfg, epoch, state.global_step, total_steps));
-            let examples: Vec<(usize, &Example)> =
-                chunk.iter().map(|&i| (i, &data.train[i])).collect();
-            let t0 = Instant::now();
-            let batch = load_batch(&examples, cfg, true, epoch, vit.config().img_size, device)?;
-            let l = train_step(&vit, &mut opt, &batch, cfg, &lc)?;
-            if !l.total.is_finite() {
-                bail!(
-                    "the loss became {} at step {}: lower the learning rate",
-                    l.total,
-                    state.global_step
-                );
-            }
-            state.global_step += 1;
-            steps += 1;
-            images += chunk.len();
-            sums.total += l.total;
-            sums.background += l.background;
-            sums.foreground += l.foreground;
-            sums.classification += l.classification;
-            sums.degenerate += l.degenerate;
-            bar.set_message(format!("epoch {epoch} loss {:.4}", l.total));
-            bar.inc(1);
-            if cfg.log_every > 0 && state.global_step.is_multiple_of(cfg.log_every) {
-                metrics.append(&MetricsRow {
-                    kind: "step".into(),
-                    epoch,
-                    step: state.global_step,
-                    lr: opt.lr(),
-                    loss: l.total,
-                    background: l.background,
-                    foreground: l.foreground,
-                    classification: l.classification,
-                    images_per_s: chunk.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                    degenerate_maps: l.degenerate,
-                    ..Default::default()
-                })?;
-            }
-        }
+            result
+        })?;
         let val = if data.val.is_empty() {
             None
         } else {

@@ -251,6 +251,29 @@ fn clear_errors_before_any_work() {
     assert!(e.contains("--model"), "{e}");
 }
 
+/// A training image that cannot be decoded stops the run with an error naming it, whichever
+/// batch of the epoch it falls in (batches are decoded one ahead on a second thread).
+#[test]
+fn a_corrupt_training_image_is_named() {
+    let f = fixture();
+    let first = f.root.join("first");
+    train::execute(&args(&f, &first, &["--max-steps", "1"])).unwrap();
+    let split: data::imagenet_s::ImageNetSSplit =
+        serde_json::from_str(&std::fs::read_to_string(first.join("split.json")).unwrap()).unwrap();
+    let bad = f.images.join(&split.train.last().unwrap().image);
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    let split_file = first.join("split.json");
+    let e = train::execute(&args(
+        &f,
+        &f.root.join("corrupt"),
+        &["--split-file", split_file.to_str().unwrap()],
+    ))
+    .unwrap_err();
+    let name = bad.file_name().unwrap().to_string_lossy().to_string();
+    assert!(format!("{e:#}").contains(&name), "{e:#}");
+}
+
 #[test]
 fn paper_defaults_come_from_the_settings_file() {
     let c = TrainArgs::parse_from(["train", "--model", "deit-b"])
