@@ -283,6 +283,49 @@ pub fn load_batch(
     })
 }
 
+/// Runs `step` on the batches of `chunks` in order while the next one is decoded on a second
+/// thread (one batch ahead), so that a GPU does not wait for JPEG and mask decoding. `load`
+/// builds each batch on the CPU; `step` gets it with its tensors on `device`. The first error,
+/// from either side, stops both and is returned.
+fn prefetched<'a>(
+    chunks: &[&[(usize, &'a Example)]],
+    load: impl Fn(&[(usize, &'a Example)]) -> Result<Batch> + Send,
+    device: &Device,
+    mut step: impl FnMut(Batch) -> Result<()>,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(1);
+    std::thread::scope(|scope| {
+        let producer = std::thread::Builder::new()
+            .name("batch-prefetch".into())
+            .spawn_scoped(scope, move || {
+                for chunk in chunks {
+                    let batch = load(chunk);
+                    let failed = batch.is_err();
+                    // A closed channel means the consumer stopped early.
+                    if tx.send(batch).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .context("cannot start the batch prefetch thread")?;
+        let result = (|| -> Result<()> {
+            for _ in chunks {
+                let batch = rx
+                    .recv()
+                    .context("the batch prefetch thread stopped unexpectedly")??;
+                step(batch.to_device(device)?)?;
+            }
+            Ok(())
+        })();
+        // Unblocks the producer if the loop stopped early, then waits for it.
+        drop(rx);
+        if producer.join().is_err() {
+            bail!("the batch prefetch thread panicked");
+        }
+        result
+    })
+}
+
 /// Learning rate for (epoch, step within the run).
 pub fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, total_steps: usize) -> f64 {
     match cfg.schedule {
@@ -414,8 +457,11 @@ pub fn validate(
     let mut loss_sum = 0.0;
     let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
     let indexed: Vec<(usize, &Example)> = data.iter().enumerate().collect();
-    for chunk in indexed.chunks(cfg.val_batch_size.max(1)) {
-        let batch = load_batch(chunk, cfg, false, 0, vit.config().img_size, device)?;
+    let chunks: Vec<&[(usize, &Example)]> = indexed.chunks(cfg.val_batch_size.max(1)).collect();
+    let img_size = vit.config().img_size;
+    let load =
+        |chunk: &[(usize, &Example)]| load_batch(chunk, cfg, false, 0, img_size, &Device::Cpu);
+    prefetched(&chunks, load, device, |batch| {
         let (loss, logits) = match (cfg.objective, &batch.masks) {
             (Objective::Relevance, Some(m)) => {
                 let out = relevance::eval_loss(vit, &batch.images, m, &batch.labels, lc)?;
@@ -436,7 +482,8 @@ pub fn validate(
             top5 += idx.iter().take(5).any(|&i| i == y as usize) as usize;
             n += 1;
         }
-    }
+        Ok(())
+    })?;
     let n = n.max(1) as f64;
     Ok(ValFigures {
         loss: loss_sum / n,
@@ -543,83 +590,57 @@ pub fn train(
         let mut steps = 0usize;
         let t_epoch = Instant::now();
         let mut images = 0usize;
-        let chunks: Vec<&[usize]> = order
+        let examples: Vec<(usize, &Example)> = order.iter().map(|&i| (i, &data.train[i])).collect();
+        let chunks: Vec<&[(usize, &Example)]> = examples
             .chunks(cfg.batch_size.max(1))
             .take(total_steps.saturating_sub(state.global_step))
             .collect();
         let img_size = vit.config().img_size;
-        // The next batch is decoded on a second thread while this one trains (one batch ahead),
-        // so a GPU does not wait for JPEG decoding. Batches are built on the CPU and moved to
-        // the device here; their pixels depend only on (seed, epoch, index), as before.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(1);
-        let producer_chunks = chunks.clone();
-        let train_set = &data.train;
-        std::thread::scope(|scope| -> Result<()> {
-            let producer = std::thread::Builder::new()
-                .name("batch-prefetch".into())
-                .spawn_scoped(scope, move || {
-                    for chunk in producer_chunks {
-                        let examples: Vec<(usize, &Example)> =
-                            chunk.iter().map(|&i| (i, &train_set[i])).collect();
-                        let batch = load_batch(&examples, cfg, true, epoch, img_size, &Device::Cpu);
-                        let failed = batch.is_err();
-                        // A closed channel means the training loop stopped early.
-                        if tx.send(batch).is_err() || failed {
-                            return;
-                        }
-                    }
-                })
-                .context("cannot start the batch prefetch thread")?;
-            let result = (|| -> Result<()> {
-                for chunk in chunks {
-                    opt.set_lr(learning_rate(cfg, epoch, state.global_step, total_steps));
-                    let t0 = Instant::now();
-                    let batch = rx
-                        .recv()
-                        .context("the batch prefetch thread stopped unexpectedly")??
-                        .to_device(device)?;
-                    let l = train_step(&vit, &mut opt, &batch, cfg, &lc)?;
-                    if !l.total.is_finite() {
-                        bail!(
-                            "the loss became {} at step {}: lower the learning rate",
-                            l.total,
-                            state.global_step
-                        );
-                    }
-                    state.global_step += 1;
-                    steps += 1;
-                    images += chunk.len();
-                    sums.total += l.total;
-                    sums.background += l.background;
-                    sums.foreground += l.foreground;
-                    sums.classification += l.classification;
-                    sums.degenerate += l.degenerate;
-                    bar.set_message(format!("epoch {epoch} loss {:.4}", l.total));
-                    bar.inc(1);
-                    if cfg.log_every > 0 && state.global_step.is_multiple_of(cfg.log_every) {
-                        metrics.append(&MetricsRow {
-                            kind: "step".into(),
-                            epoch,
-                            step: state.global_step,
-                            lr: opt.lr(),
-                            loss: l.total,
-                            background: l.background,
-                            foreground: l.foreground,
-                            classification: l.classification,
-                            images_per_s: chunk.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                            degenerate_maps: l.degenerate,
-                            ..Default::default()
-                        })?;
-                    }
-                }
-                Ok(())
-            })();
-            // Unblocks the producer if the loop stopped early, then waits for it.
-            drop(rx);
-            if producer.join().is_err() {
-                bail!("the batch prefetch thread panicked");
+        // The crop and flip of each image depend only on (seed, epoch, index), so decoding ahead
+        // on another thread gives the same pixels.
+        let load = |chunk: &[(usize, &Example)]| {
+            load_batch(chunk, cfg, true, epoch, img_size, &Device::Cpu)
+        };
+        let mut t0 = Instant::now();
+        prefetched(&chunks, load, device, |batch| {
+            opt.set_lr(learning_rate(cfg, epoch, state.global_step, total_steps));
+            let l = train_step(&vit, &mut opt, &batch, cfg, &lc)?;
+            if !l.total.is_finite() {
+                bail!(
+                    "the loss became {} at step {}: lower the learning rate",
+                    l.total,
+                    state.global_step
+                );
             }
-            result
+            let size = batch.labels.len();
+            state.global_step += 1;
+            steps += 1;
+            images += size;
+            sums.total += l.total;
+            sums.background += l.background;
+            sums.foreground += l.foreground;
+            sums.classification += l.classification;
+            sums.degenerate += l.degenerate;
+            bar.set_message(format!("epoch {epoch} loss {:.4}", l.total));
+            bar.inc(1);
+            if cfg.log_every > 0 && state.global_step.is_multiple_of(cfg.log_every) {
+                metrics.append(&MetricsRow {
+                    kind: "step".into(),
+                    epoch,
+                    step: state.global_step,
+                    lr: opt.lr(),
+                    loss: l.total,
+                    background: l.background,
+                    foreground: l.foreground,
+                    classification: l.classification,
+                    // From the end of the previous step: waiting for the batch counts.
+                    images_per_s: size as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                    degenerate_maps: l.degenerate,
+                    ..Default::default()
+                })?;
+            }
+            t0 = Instant::now();
+            Ok(())
         })?;
         let val = if data.val.is_empty() {
             None
