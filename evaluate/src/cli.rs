@@ -594,7 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn only_f32_is_offered() {
+    fn dtype_choices_are_f32_and_bf16() {
         assert!(EvalArgs::try_parse_from(["evaluate", "--dtype", "f16"]).is_err());
         assert_eq!(parse(&["--dtype", "f32"]).dtype, Dtype::F32);
         assert_eq!(parse(&["--dtype", "bf16"]).dtype, Dtype::Bf16);

@@ -131,12 +131,7 @@ impl CustomOp1 for AttnMap {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, n, d) = l.shape().dims3()?;
         let x = storage_slice(s, l)?;
-        let g = Heads {
-            b,
-            n,
-            h: self.heads,
-            hd: d / self.heads,
-        };
+        let g = Heads::from_width(b, n, self.heads, d);
         let ln = data(&self.norm.w, |w| {
             data(&self.norm.b, |bias| {
                 kernels::layer_norm(x, w, bias, self.norm.eps)
@@ -152,12 +147,7 @@ impl CustomOp1 for AttnMap {
     fn bwd(&self, x: &Tensor, a: &Tensor, da: &Tensor) -> Result<Option<Tensor>> {
         let (b, n, d) = x.dims3()?;
         let m = b * n;
-        let g = Heads {
-            b,
-            n,
-            h: self.heads,
-            hd: d / self.heads,
-        };
+        let g = Heads::from_width(b, n, self.heads, d);
         let qkv = self.shared.qkv.get().expect("forward ran before backward");
         // v columns from the output node's backward (zero if it was not reached).
         let mut dqkv = lock(&self.shared.dqkv)?
@@ -242,12 +232,7 @@ impl CustomOp2 for AttnOut {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, n, d) = lx.shape().dims3()?;
         let (a, x) = (storage_slice(sa, la)?, storage_slice(sx, lx)?);
-        let g = Heads {
-            b,
-            n,
-            h: self.heads,
-            hd: d / self.heads,
-        };
+        let g = Heads::from_width(b, n, self.heads, d);
         let qkv = self
             .shared
             .qkv
@@ -278,12 +263,7 @@ impl CustomOp2 for AttnOut {
         dx1: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, n, d) = x.dims3()?;
-        let g = Heads {
-            b,
-            n,
-            h: self.heads,
-            hd: d / self.heads,
-        };
+        let g = Heads::from_width(b, n, self.heads, d);
         let qkv = self.shared.qkv.get().expect("forward ran before backward");
         let o = self.o.get().expect("forward ran before backward");
         let params = param_grads_wanted();

@@ -645,6 +645,13 @@ pub fn linear_backward(
 mod tests {
     use super::*;
 
+    /// `len` deterministic test values centred on zero: ((i·step mod period) − period/2) / scale.
+    fn ramp(len: usize, step: usize, period: usize, scale: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * step % period) as f32 - (period / 2) as f32) / scale)
+            .collect()
+    }
+
     /// Both builds of the scalar maths: with fused multiply-adds (AVX2 / AVX-512 kernels) and
     /// with separate multiplies and adds (baseline).
     fn both_builds(check: impl Fn(fn(f32) -> f32, fn(f32) -> f32, &str)) {
@@ -711,14 +718,10 @@ mod tests {
     #[test]
     fn softmax_rows_and_backward_match_f64() {
         let n = 197;
-        let mut x: Vec<f32> = (0..3 * n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-            .collect();
+        let mut x = ramp(3 * n, 37, 101, 7.0);
         let orig = x.clone();
         softmax_rows(&mut x, n);
-        let g: Vec<f32> = (0..3 * n)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 5.0)
-            .collect();
+        let g = ramp(3 * n, 13, 29, 5.0);
         for r in 0..3 {
             let row = &orig[r * n..(r + 1) * n];
             let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
@@ -757,14 +760,10 @@ mod tests {
     #[test]
     fn layer_norm_and_backward_match_f64_and_finite_differences() {
         let (rows, d) = (70, 13);
-        let x: Vec<f32> = (0..rows * d)
-            .map(|i| ((i * 31 % 23) as f32 - 11.0) / 4.0)
-            .collect();
+        let x = ramp(rows * d, 31, 23, 4.0);
         let w: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 / 10.0).collect();
         let b: Vec<f32> = (0..d).map(|i| i as f32 / 20.0 - 0.3).collect();
-        let g: Vec<f32> = (0..rows * d)
-            .map(|i| ((i * 7 % 17) as f32 - 8.0) / 8.0)
-            .collect();
+        let g = ramp(rows * d, 7, 17, 8.0);
         let y = layer_norm(&x, &w, &b, 1e-6);
         for (a, e) in y.iter().zip(naive_layer_norm(&x, &w, &b, 1e-6)) {
             assert!((*a as f64 - e).abs() < 1e-5, "{a} vs {e}");
@@ -810,15 +809,9 @@ mod tests {
     #[test]
     fn linear_backward_matches_naive_products() {
         let (m, k, n) = (150, 19, 11);
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 9.0)
-            .collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 5 % 17) as f32 - 8.0) / 8.0)
-            .collect();
-        let g: Vec<f32> = (0..m * n)
-            .map(|i| ((i * 3 % 13) as f32 - 6.0) / 6.0)
-            .collect();
+        let x = ramp(m * k, 7, 19, 9.0);
+        let w = ramp(n * k, 5, 17, 8.0);
+        let g = ramp(m * n, 3, 13, 6.0);
         let (dx, p) = linear_backward(&g, &x, &w, (m, k, n), true);
         let (dw, db) = p.unwrap();
         for i in 0..m {
@@ -841,12 +834,8 @@ mod tests {
     #[test]
     fn linear_with_bias_and_residual_matches_a_naive_product() {
         let (m, k, n) = (37, 29, 23);
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 9.0)
-            .collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 5 % 17) as f32 - 8.0) / 8.0)
-            .collect();
+        let x = ramp(m * k, 7, 19, 9.0);
+        let w = ramp(n * k, 5, 17, 8.0);
         let b: Vec<f32> = (0..n).map(|i| i as f32 / 10.0).collect();
         let r: Vec<f32> = (0..m * n).map(|i| (i % 11) as f32).collect();
         let y = linear(&x, &w, Some(&b), Some(&r), m, k, n);

@@ -103,6 +103,19 @@ pub fn test_device() -> candle_core::Device {
     }
 }
 
+/// max |t| over all elements, as f32 (any float dtype), for numerical checks.
+pub fn max_abs(t: &candle_core::Tensor) -> candle_core::Result<f32> {
+    t.abs()?
+        .max_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_scalar::<f32>()
+}
+
+/// max |a − b| over all elements, as f32, for numerical checks.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> candle_core::Result<f32> {
+    max_abs(&(a - b)?)
+}
+
 /// Builds the model described by a fixture set's `config.json` + `model.safetensors`.
 pub fn load_fixture_model(
     dir: &std::path::Path,

@@ -446,23 +446,7 @@ mod tests {
         let gf = (&yf * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
         let gr = (&yr * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
         let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            let scale: f32 = b
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1e-6);
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                / scale
+            crate::max_abs_diff(a, b).unwrap() / crate::max_abs(b).unwrap().max(1e-6)
         };
         assert!(
             diff(&yf, &yr) < 1e-5,
@@ -686,26 +670,12 @@ mod bmm_tests {
             let w = Tensor::randn(0f32, 1.0, (bs, 2, m, n), &dev).unwrap();
             let y1 = bmm(&a, &b).unwrap();
             let y2 = a.matmul(&b.contiguous().unwrap()).unwrap();
-            let d: f32 = (&y1 - &y2)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = crate::max_abs_diff(&y1, &y2).unwrap();
             assert!(d < 1e-5, "forward {d}");
             let g1 = (&y1 * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let g2 = (&y2 * &w).unwrap().sum_all().unwrap().backward().unwrap();
             for v in [&a, &bt] {
-                let d: f32 = (g1.get(v).unwrap() - g2.get(v).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let d = crate::max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap()).unwrap();
                 assert!(d < 1e-4, "gradient {d}");
             }
         }
@@ -747,6 +717,10 @@ impl Heads {
             h,
             hd: d3 / 3 / h,
         })
+    }
+    /// The layout of a block's qkv for `b` images of `n` tokens, model width `d`, `h` heads.
+    pub fn from_width(b: usize, n: usize, h: usize, d: usize) -> Self {
+        Self { b, n, h, hd: d / h }
     }
     pub fn d(&self) -> usize {
         self.h * self.hd
@@ -1237,16 +1211,7 @@ mod attention_tests {
             .unwrap();
         let a = attention_probs(&qkv, h, scale).unwrap();
         let o = attention_apply(&a, &qkv, h, None).unwrap();
-        let md = |x: &Tensor, y: &Tensor| -> f32 {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let md = |x: &Tensor, y: &Tensor| -> f32 { crate::max_abs_diff(x, y).unwrap() };
         assert!(md(&a, &a_ref) < 1e-6 && md(&o, &o_ref) < 1e-5);
         // Inference kernel: all queries, and the first few only (rows of the same output).
         let o_inf = attention_value(&qkv, h, scale, n).unwrap();

@@ -21,15 +21,8 @@ fn bf16_copy_matches_the_reference_logits() {
     let got = bf.forward(x).unwrap();
     assert_eq!(got.dtype(), DType::BF16);
     let got = got.to_dtype(DType::F32).unwrap();
-    let scale: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    let diff: f32 = (&got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let scale = model::max_abs(want).unwrap();
+    let diff = model::max_abs_diff(&got, want).unwrap();
     assert!(
         diff <= 0.03 * scale,
         "max |bf16 - ref| {diff} (max |ref| {scale})"

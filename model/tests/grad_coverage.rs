@@ -49,14 +49,7 @@ fn train_and_inference_paths_agree() {
     let x = Tensor::randn(0f32, 1f32, (2, 3, 48, 48), &dev).unwrap();
     let a = vit.forward(&x).unwrap();
     let b = vit.forward_train(&x).unwrap().logits;
-    let d: f32 = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = model::max_abs_diff(&a, &b).unwrap();
     assert!(d < 1e-5, "paths differ by {d}");
 }
 
@@ -80,17 +73,8 @@ fn fused_block_and_composed_ops_give_the_same_gradients() {
     let f = vit.forward_features(&x, model::Mode::Train).unwrap();
     let composed = vit.forward_head(&f, model::Mode::Train).unwrap();
     let gc = loss_of(&composed).backward().unwrap();
-    let max_abs = |t: &Tensor| -> f32 {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
-    let d = max_abs(&(&fused.logits - &composed).unwrap());
+    let max_abs = |t: &Tensor| model::max_abs(t).unwrap();
+    let d = model::max_abs_diff(&fused.logits, &composed).unwrap();
     assert!(d < 1e-5, "logits differ by {d}");
     for (name, var) in vit.params().iter() {
         let a = fused.param_grad(name, var, &gf).unwrap();
