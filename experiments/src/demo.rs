@@ -132,7 +132,9 @@ fn s(p: &Path) -> String {
 }
 
 /// Runs `train` in-process with these arguments, printing the equivalent command. A finished
-/// run is kept; an interrupted one is resumed.
+/// run is kept; an interrupted one is resumed; a finished one whose weights are missing (a fresh
+/// clone of the repository has the runs' records but not their git-ignored weights) is trained
+/// again.
 pub fn run_train(args: Vec<String>, out: &Path, dry_run: bool) -> Result<()> {
     println!("$ cargo run --release -p train -- {}", args.join(" "));
     if dry_run {
@@ -144,11 +146,17 @@ pub fn run_train(args: Vec<String>, out: &Path, dry_run: bool) -> Result<()> {
     let mut a = <train::TrainArgs as clap::Parser>::try_parse_from(&full)?;
     if let Ok(text) = std::fs::read_to_string(&state) {
         let st: train::run::RunState = serde_json::from_str(&text)?;
-        if st.finished {
+        let weights = out.join("last.safetensors");
+        if st.finished && weights.is_file() {
             println!("  (already finished: {})", out.display());
             return Ok(());
         }
-        a.resume = Some(out.to_path_buf());
+        if st.finished {
+            println!("  ({} is missing: training again)", weights.display());
+            a.force = true;
+        } else {
+            a.resume = Some(out.to_path_buf());
+        }
     } else if out.join("config.json").exists() {
         a.force = true;
     }

@@ -50,6 +50,14 @@ fn quick_demo_produces_every_file_and_the_planted_shortcut() {
     let seg: Vec<evaluate::results::SegmentationRow> =
         evaluate::results::read_rows(&eval.join("segmentation.csv")).unwrap();
     assert_eq!(seg.len(), 3 * 2, "3 models x 2 segmentation sets");
-    // A second run reuses data and finished runs.
+    // A second run reuses data and finished runs, and trains again a finished run whose weights
+    // are gone (what a fresh clone of the repository has: records, but no git-ignored weights).
+    let weights = out.join("runs/quick-seed-0/ce-finetuned/last.safetensors");
+    std::fs::remove_file(&weights).unwrap();
     run(&args).unwrap();
+    assert!(
+        weights.is_file(),
+        "{} was not trained again",
+        weights.display()
+    );
 }
