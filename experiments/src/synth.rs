@@ -67,13 +67,17 @@ const STRIPE_AMP: f64 = 0.15;
 const GREY: f64 = 0.5;
 /// Inner radius of the ring, relative to its outer radius.
 const RING_INNER: f64 = 0.5;
-/// Half-side of the square, relative to the half-size. A full-box square (area 4 against π
-/// for the disk) would be by far the largest shape; with 0.8 and [`BAR`] the objects cover
-/// 12.8 % of the pixels on average, as in the design.
+/// Half-width of the plus and T bars, relative to the half-size (design §1.1). The bars must
+/// be this thick: at half-width 0.21 the object carries too little signal per patch and the
+/// benchmark's effect drops by about a third.
+const BAR: f64 = 0.3;
+/// Half-width of the X's diagonal bars, measured along an axis (|u ± v| ≤ 0.45).
+const X_BAR: f64 = 0.45;
+/// Half-side of the square and inner/outer half-sides of the frame (design §1.1); with these
+/// the objects cover 12.8 % of the pixels on average.
 const SQUARE: f64 = 0.8;
-/// Half-thickness of the bars of plus, X, frame, bars and T, relative to the half-size: thick
-/// enough (2.5–3.8 px) to show the period-3 and period-4 textures of those classes.
-const BAR: f64 = 0.21;
+const FRAME_INNER: f64 = 0.5;
+const FRAME_OUTER: f64 = 0.9;
 
 /// Layout format version, stored in the manifest; bump it when file names or encodings change.
 const FORMAT: u32 = 1;
@@ -410,32 +414,34 @@ fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
 // Drawing
 
 /// Pixel-centre inclusion test of class `class`'s shape, in coordinates normalised by the
-/// half-size (the shape's box is [-1, 1]², y pointing down).
+/// half-size (u to the right, v downward): exactly the table of design §1.1.
 fn shape_contains(class: usize, u: f64, v: f64) -> bool {
     let (au, av) = (u.abs(), v.abs());
-    let in_box = au <= 1.0 && av <= 1.0;
     let r2 = u * u + v * v;
     match class {
         // disk
         0 => r2 <= 1.0,
         // square
-        1 => au <= SQUARE && av <= SQUARE,
-        // up-triangle: apex at the top centre, base along the bottom edge
-        2 => in_box && au <= (v + 1.0) / 2.0,
+        1 => au.max(av) <= SQUARE,
+        // triangle, apex up: base at v = 0.8, apex at v = -0.9
+        2 => (-0.9..=0.8).contains(&v) && au <= 0.95 * (v + 0.9) / 1.7,
         // plus
-        3 => in_box && (au <= BAR || av <= BAR),
+        3 => (au <= BAR && av <= 1.0) || (av <= BAR && au <= 1.0),
         // ring
         4 => (RING_INNER * RING_INNER..=1.0).contains(&r2),
         // diamond
         5 => au + av <= 1.0,
-        // X: two diagonal bars of half-thickness BAR (perpendicular), clipped to the box
-        6 => in_box && ((u - v).abs() <= BAR * SQRT_2 || (u + v).abs() <= BAR * SQRT_2),
+        // X: two diagonal bars clipped to a box of half-side 0.9
+        6 => ((u - v).abs() <= X_BAR || (u + v).abs() <= X_BAR) && au.max(av) <= 0.9,
         // square frame
-        7 => in_box && au.max(av) >= 1.0 - 2.0 * BAR,
-        // bars: two horizontal bars
-        8 => in_box && av >= 1.0 - 3.0 * BAR,
-        // T
-        _ => in_box && (v <= -1.0 + 2.0 * BAR || au <= BAR),
+        7 => (FRAME_INNER..=FRAME_OUTER).contains(&au.max(av)),
+        // two horizontal bars
+        8 => ((v - 0.55).abs() <= BAR || (v + 0.55).abs() <= BAR) && au <= 0.9,
+        // T: top bar and stem
+        _ => {
+            ((-0.95..=-0.4).contains(&v) && au <= 0.95)
+                || (au <= BAR && (-0.95..=0.95).contains(&v))
+        }
     }
 }
 

@@ -395,11 +395,13 @@ impl Vit {
                 let std = if name == "cls_token" { 1e-6 } else { 0.02 };
                 (0..n)
                     .map(|_| loop {
-                        // Box-Muller, truncated at two standard deviations like timm.
+                        // Box-Muller, truncated like timm's `trunc_normal_(std=.02)`: at ±2
+                        // in value, not in standard deviations, so at std 0.02 it is a plain
+                        // normal (a 2σ cut would shrink the spread by 12 %).
                         let u1: f32 = rng.random::<f32>().max(1e-12);
                         let u2: f32 = rng.random();
                         let z = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
-                        if z.abs() <= 2.0 {
+                        if (z * std).abs() <= 2.0 {
                             break z * std;
                         }
                     })

@@ -171,6 +171,11 @@ impl AdamW {
     pub fn set_lr(&mut self, lr: f64) {
         self.cfg.lr = lr;
     }
+    /// Changes β₁ (a one-cycle schedule cycles it as PyTorch's `OneCycleLR` does); like
+    /// PyTorch, the next step's bias correction uses the new value.
+    pub fn set_beta1(&mut self, beta1: f64) {
+        self.cfg.beta1 = beta1;
+    }
     /// Number of steps taken so far.
     pub fn steps(&self) -> u64 {
         self.t
@@ -400,6 +405,51 @@ impl AdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// β₁ set between steps is used by the next step, in the moment and in its bias correction
+    /// (PyTorch reads `betas` at every step). Gradient +1 then −1 on every parameter, lr 0.1, no
+    /// decay, ε 0: step 1 moves each value by −0.1 for any β₁; step 2 with β₁ 0.95 then 0.85 has
+    /// m = 0.85·0.05 − 0.15 = −0.1075, m̂ = m/(1 − 0.85²) and v̂ = 1, so it moves by −0.1·m̂.
+    #[test]
+    fn beta1_changes_take_effect_at_the_next_step() {
+        let cfg = model::VitConfig::vit(8, 1, 2, 8, 4);
+        let run = |b1: [f64; 2]| -> f64 {
+            let vit = model::Vit::random(&cfg, 0, &Device::Cpu).unwrap();
+            let before = vit.params().snapshot().unwrap();
+            let mut opt = AdamW::new(AdamWConfig {
+                lr: 0.1,
+                weight_decay: 0.0,
+                eps: 0.0,
+                ..AdamWConfig::default()
+            });
+            for (g, b) in [1f64, -1.0].into_iter().zip(b1) {
+                opt.set_beta1(b);
+                let grads = before
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.ones_like().unwrap().affine(g, 0.0).unwrap()))
+                    .collect();
+                opt.step(vit.params(), &grads).unwrap();
+            }
+            let after = vit.params().snapshot().unwrap();
+            let deltas: Vec<f64> = before
+                .iter()
+                .flat_map(|(k, t)| {
+                    let d = (&after[k] - t).unwrap().flatten_all().unwrap();
+                    d.to_vec1::<f32>().unwrap()
+                })
+                .map(f64::from)
+                .collect();
+            let d0 = deltas[0];
+            assert!(deltas.iter().all(|d| (d - d0).abs() < 1e-5));
+            d0
+        };
+        let expected = -0.1 + 0.1 * 0.1075 / (1.0 - 0.85 * 0.85);
+        let got = run([0.95, 0.85]);
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+        // Constant β₁ 0.9: m̂ = (0.09 − 0.1)/(1 − 0.81).
+        let got = run([0.9, 0.9]);
+        assert!((got - (-0.1 + 0.1 * 0.01 / 0.19)).abs() < 1e-5, "{got}");
+    }
 
     #[test]
     fn schedule_matches_reference() {

@@ -326,6 +326,39 @@ fn prefetched<'a>(
     })
 }
 
+/// PyTorch's `OneCycleLR` defaults as the embedded benchmark's design uses them: 10 % warm-up,
+/// cosine annealing in both phases, and Adam's β₁ cycled against the learning rate
+/// (`cycle_momentum=True`): high momentum while the rate is low and the reverse.
+pub const ONECYCLE_PCT_START: f64 = 0.1;
+pub const ONECYCLE_DIV_FACTOR: f64 = 25.0;
+pub const ONECYCLE_FINAL_DIV_FACTOR: f64 = 1e4;
+pub const ONECYCLE_BASE_MOMENTUM: f64 = 0.85;
+pub const ONECYCLE_MAX_MOMENTUM: f64 = 0.95;
+
+/// Learning rate and β₁ of step `step` (from 0) of a `total_steps`-step one-cycle run peaking
+/// at `max_lr`, by PyTorch's `OneCycleLR` formulas: phase 1 ends at step
+/// `pct_start·total − 1` and goes lr `max_lr/div_factor → max_lr`, β₁ `0.95 → 0.85`; phase 2
+/// ends at step `total − 1` and goes lr `max_lr → max_lr/(div_factor·final_div_factor)`,
+/// β₁ `0.85 → 0.95`; both with `end + (start − end)/2·(1 + cos(π·pct))`.
+pub fn one_cycle(max_lr: f64, step: usize, total_steps: usize) -> (f64, f64) {
+    let initial = max_lr / ONECYCLE_DIV_FACTOR;
+    let min = initial / ONECYCLE_FINAL_DIV_FACTOR;
+    let (lo_m, hi_m) = (ONECYCLE_BASE_MOMENTUM, ONECYCLE_MAX_MOMENTUM);
+    let warm_end = ONECYCLE_PCT_START * total_steps as f64 - 1.0;
+    let last = total_steps as f64 - 1.0;
+    let anneal =
+        |a: f64, b: f64, pct: f64| b + (a - b) / 2.0 * (1.0 + (std::f64::consts::PI * pct).cos());
+    let s = step as f64;
+    if s <= warm_end {
+        // PyTorch divides by warm_end here; a warm-up shorter than one step starts at the peak.
+        let pct = if warm_end > 0.0 { s / warm_end } else { 1.0 };
+        (anneal(initial, max_lr, pct), anneal(hi_m, lo_m, pct))
+    } else {
+        let pct = ((s - warm_end) / (last - warm_end).max(1e-9)).min(1.0);
+        (anneal(max_lr, min, pct), anneal(lo_m, hi_m, pct))
+    }
+}
+
 /// Learning rate for (epoch, step within the run).
 pub fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, total_steps: usize) -> f64 {
     match cfg.schedule {
@@ -336,30 +369,16 @@ pub fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, total_steps: 
                     .lr_decay
                     .powi((epoch / cfg.lr_decay_every.max(1)) as i32)
         }
-        Schedule::Onecycle => {
-            // PyTorch's OneCycleLR (cosine annealing both ways, div_factor 25,
-            // final_div_factor 1e4) with a 10 % warm-up, as the embedded benchmark's design.
-            let (initial, min) = (cfg.lr / 25.0, cfg.lr / 25.0 / 1e4);
-            let warm_end = 0.1 * total_steps as f64 - 1.0;
-            let last = total_steps as f64 - 1.0;
-            let anneal = |a: f64, b: f64, pct: f64| {
-                b + (a - b) / 2.0 * (1.0 + (std::f64::consts::PI * pct).cos())
-            };
-            let s = step as f64;
-            if s <= warm_end {
-                anneal(
-                    initial,
-                    cfg.lr,
-                    if warm_end > 0.0 { s / warm_end } else { 1.0 },
-                )
-            } else {
-                anneal(
-                    cfg.lr,
-                    min,
-                    ((s - warm_end) / (last - warm_end).max(1e-9)).min(1.0),
-                )
-            }
-        }
+        Schedule::Onecycle => one_cycle(cfg.lr, step, total_steps).0,
+    }
+}
+
+/// Adam's β₁ for a step: the configured one, except under the one-cycle schedule, which
+/// cycles it as PyTorch's `OneCycleLR` does by default.
+pub fn beta1(cfg: &TrainConfig, step: usize, total_steps: usize) -> f64 {
+    match cfg.schedule {
+        Schedule::Onecycle => one_cycle(cfg.lr, step, total_steps).1,
+        Schedule::Constant | Schedule::Step => cfg.beta1,
     }
 }
 
@@ -604,6 +623,7 @@ pub fn train(
         let mut t0 = Instant::now();
         prefetched(&chunks, load, device, |batch| {
             opt.set_lr(learning_rate(cfg, epoch, state.global_step, total_steps));
+            opt.set_beta1(beta1(cfg, state.global_step, total_steps));
             let l = train_step(&vit, &mut opt, &batch, cfg, &lc)?;
             if !l.total.is_finite() {
                 bail!(
