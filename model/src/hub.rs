@@ -106,15 +106,20 @@ pub fn hub_file(repo: &str, revision: &str, filename: &str, opts: &HubOptions) -
         .join(filename);
     if opts.offline {
         // `offline` is also set by callers that must not download (evaluate --check).
-        let why = if HubOptions::from_env().offline {
-            "HF_HUB_OFFLINE is set, so nothing is downloaded"
+        let (why, what_to_do) = if HubOptions::from_env().offline {
+            (
+                "HF_HUB_OFFLINE is set",
+                "Download it on a machine with network (or unset HF_HUB_OFFLINE), or give",
+            )
         } else {
-            "this run only looks in the cache"
+            (
+                "this run only looks in the cache",
+                "A run that may download fetches it; or give",
+            )
         };
         return Err(ModelError::WeightsNotFound(format!(
             "{filename} of {repo}@{revision} is not in the cache and {why}; looked for {}. \
-             Download it on a machine with network (or unset HF_HUB_OFFLINE), or give a local \
-             copy of the weights (train --weights, evaluate --checkpoint)",
+             {what_to_do} a local copy of the weights (train --weights, evaluate --checkpoint)",
             looked.display()
         )));
     }
