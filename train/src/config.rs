@@ -66,7 +66,8 @@ pub enum Schedule {
     /// `lr * decay^(epoch / every)`, set at the start of each epoch (the paper).
     Step,
     /// PyTorch's OneCycleLR (div_factor 25, final_div_factor 1e4): cosine from lr/25 up to lr
-    /// over the first 10 % of steps, then cosine down to lr/2.5e5 (from-scratch pretraining).
+    /// over the first 10 % of steps, then cosine down to lr/2.5e5, with Adam's β₁ cycled
+    /// 0.95 → 0.85 → 0.95 against it (from-scratch pretraining).
     Onecycle,
     /// --lr throughout.
     Constant,
