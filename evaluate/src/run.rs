@@ -170,7 +170,7 @@ fn protocol_groups(
     set: &ClassificationSet,
 ) -> Result<Vec<(data::EvalTransform, Vec<Protocol>)>> {
     let mut groups: Vec<(data::EvalTransform, Vec<Protocol>)> = Vec::new();
-    for p in args.protocol.protocols() {
+    for p in plan::protocols_for(set, &args.protocol.protocols()) {
         let t = plan::transform(set.benchmark, p, m.img_size(), &m.loaded.pretrained)
             .with_context(|| format!("preprocessing of {} for {}", m.label, set.name))?;
         match groups.iter_mut().find(|(g, _)| *g == t) {
@@ -182,10 +182,7 @@ fn protocol_groups(
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Paper => "paper",
-        Protocol::Official => "official",
-    }
+    p.name()
 }
 
 struct Stamp {
@@ -268,7 +265,9 @@ fn eval_classification(
                 for (row, targets) in logits.iter().zip(&batch.targets) {
                     let t: Vec<usize> = match p {
                         Protocol::Paper => vec![targets[0] as usize],
-                        Protocol::Official => targets.iter().map(|&t| t as usize).collect(),
+                        Protocol::Official | Protocol::Testbed => {
+                            targets.iter().map(|&t| t as usize).collect()
+                        }
                     };
                     acc.add(row, &t, mask.as_ref())?;
                 }
@@ -444,14 +443,12 @@ fn plan_entries(
                 .unwrap_or_else(|| "pretrained".into()),
         ),
     };
-    let protocols: Vec<String> = args
-        .protocol
-        .protocols()
-        .into_iter()
-        .map(|p| protocol_name(p).to_owned())
-        .collect();
     let mut out = Vec::new();
     for set in &ds.classification {
+        let protocols: Vec<String> = plan::protocols_for(set, &args.protocol.protocols())
+            .into_iter()
+            .map(|p| protocol_name(p).to_owned())
+            .collect();
         let passes = m
             .and_then(|m| protocol_groups(args, m, set).ok())
             .map_or(protocols.len(), |g| g.len());
@@ -461,7 +458,7 @@ fn plan_entries(
             dataset: set.name.clone(),
             task: "robustness".into(),
             images: set.samples.len(),
-            variants: protocols.clone(),
+            variants: protocols,
             passes,
         });
     }

@@ -154,7 +154,21 @@ fn every_dataset_under_both_protocols() {
         ("si-score-rotation", [5, 6, 5, 6]),
         ("si-score-size", [4, 5, 4, 5]),
     ];
-    assert_eq!(s.robustness.len(), 18);
+    // Nine datasets under paper and official, plus ObjectNet under imagenet-testbed's rule (the
+    // only set the testbed scores differently).
+    assert_eq!(s.robustness.len(), 19);
+    let testbed: Vec<_> = s
+        .robustness
+        .iter()
+        .filter(|r| r.protocol == "testbed")
+        .collect();
+    assert_eq!(testbed.len(), 1);
+    // Among the 125 mapped classes only 409, 530, 606, 783, 728 and 487 are active: 783/k1
+    // (placed at class 6, outside the sublist) is predicted 728, its nearest mapped neighbour
+    // on the circle (a miss), with 783 four steps away inside the top 5.
+    let t = testbed[0];
+    assert_eq!((t.dataset.as_str(), t.images), ("objectnet", 6));
+    assert!(close(t.top1, pct(5)) && close(t.top5, pct(6)), "{t:?}");
     for (dataset, [p1, p5, o1, o5]) in expected {
         for (protocol, t1, t5) in [("paper", p1, p5), ("official", o1, o5)] {
             let r = s
@@ -207,7 +221,7 @@ fn every_dataset_under_both_protocols() {
     let md1 = read("paper_table.md");
     let csv1 = read("paper_table.csv");
     let chart1 = std::fs::read(out.join("chart_tiny_paper.png")).unwrap();
-    assert_eq!(rob1.lines().count(), 19);
+    assert_eq!(rob1.lines().count(), 20);
     assert!(
         rob1.contains(",imagenet-a,official,6,66.667,100.000,33.333,0.000,"),
         "{rob1}"
@@ -221,7 +235,7 @@ fn every_dataset_under_both_protocols() {
 
     // Re-running replaces the rows: same bytes apart from the date and throughput columns.
     let s2 = run(&args);
-    assert_eq!(s2.robustness.len(), 18);
+    assert_eq!(s2.robustness.len(), 19);
     let drop = ["date", "images_per_s"];
     assert_eq!(
         without_run_columns(&read("robustness.csv"), &drop),
