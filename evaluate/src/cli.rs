@@ -260,6 +260,10 @@ pub struct EvalArgs {
     /// experiments/settings/paper_results.csv built into the binary).
     #[arg(long)]
     pub paper_results: Option<PathBuf>,
+    /// Also write every classified image's top-5 classes and softmax scores to FILE (CSV, one
+    /// line per image and rank), to compare single predictions with another implementation.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -441,6 +445,9 @@ impl EvalArgs {
         }
         if let Some(p) = &self.paper_results {
             push("paper-results", p.display().to_string());
+        }
+        if let Some(p) = &self.predictions {
+            push("predictions", p.display().to_string());
         }
         if self.check {
             a.push("--check".into());

@@ -18,6 +18,7 @@ use crate::cli::{Dtype, EvalArgs, ModelSpec};
 use crate::metrics::SegMetrics;
 use crate::paper::{self, PaperResults};
 use crate::plan::{self, ClassificationSet, Datasets, SegSet, Skipped};
+use crate::predictions::Predictions;
 use crate::results::{self, RobustnessRow, SegmentationRow};
 use crate::seg::{GtSegsSource, SegFolderSource};
 use crate::topk::{ClassMask, TopKAccuracy};
@@ -195,6 +196,7 @@ fn eval_classification(
     m: &Model,
     set: &ClassificationSet,
     stamp: &Stamp,
+    mut predictions: Option<&mut Predictions>,
 ) -> Result<Vec<RobustnessRow>> {
     let classes = m.num_classes();
     if let Some(t) = set
@@ -261,6 +263,19 @@ fn eval_classification(
                 .with_context(|| format!("{} on {}", m.label, set.name))?
                 .to_dtype(DType::F32)?
                 .to_vec2::<f32>()?;
+            if let Some(pred) = predictions.as_deref_mut() {
+                let group = names.join("+");
+                let ctx = crate::predictions::Context {
+                    model: &m.label,
+                    checkpoint: &m.checkpoint,
+                    dataset: &set.name,
+                    protocols: &group,
+                    root: &set.root,
+                };
+                for ((row, targets), path) in logits.iter().zip(&batch.targets).zip(&batch.paths) {
+                    pred.add(&ctx, path, targets, row);
+                }
+            }
             for ((p, mask), acc) in scorers.iter().zip(accs.iter_mut()) {
                 for (row, targets) in logits.iter().zip(&batch.targets) {
                     let t: Vec<usize> = match p {
@@ -611,6 +626,7 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         date: results::utc_date(SystemTime::now()),
         git_rev: results::git_rev(Path::new(env!("CARGO_MANIFEST_DIR"))),
     };
+    let mut predictions = args.predictions.clone().map(Predictions::new);
     let rob_path = args.out.join("robustness.csv");
     let seg_path = args.out.join("segmentation.csv");
     for spec in &specs {
@@ -619,7 +635,11 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
             .planned
             .extend(plan_entries(args, Some(&m), spec, &ds));
         for set in &ds.classification {
-            let rows = eval_classification(args, &m, set, &stamp)?;
+            let rows = eval_classification(args, &m, set, &stamp, predictions.as_mut())?;
+            if let Some(p) = &predictions {
+                p.write()
+                    .with_context(|| format!("writing --predictions {}", p.path().display()))?;
+            }
             results::merge_rows(&rob_path, &rows)?;
             for r in &rows {
                 println!(

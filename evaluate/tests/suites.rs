@@ -252,3 +252,68 @@ fn every_dataset_under_both_protocols() {
         chart1
     );
 }
+
+/// `--predictions`: every ObjectNet image's top 5 with softmax scores, paths relative to the
+/// dataset root, and the accepted classes as the label.
+#[test]
+fn predictions_file_lists_each_images_top_five() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("data");
+    let model_dir = d.path().join("runs/tiny");
+    let file = d.path().join("pred/objectnet.csv");
+    write_data(&root);
+    write_model(&model_dir, &POSITIONS);
+    let s = run(&[
+        "--suite",
+        "objectnet",
+        "--protocol",
+        "all",
+        "--checkpoint",
+        model_dir.to_str().unwrap(),
+        "--data-root",
+        root.to_str().unwrap(),
+        "--out",
+        d.path().join("results").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--predictions",
+        file.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(s.robustness.len(), 3);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], evaluate::predictions::HEADER);
+    // 6 images x 5 ranks for each preprocessing: paper, official, testbed (border crop).
+    assert_eq!(lines.len(), 1 + 3 * 6 * 5);
+    for group in ["paper", "official", "testbed"] {
+        let n = lines
+            .iter()
+            .filter(|l| l.contains(&format!(",objectnet,{group},")))
+            .count();
+        assert_eq!(n, 30, "{group}");
+    }
+    // The alarm clock's second image sits at class 530: first with the highest score, the
+    // label lists both mapped classes, the path is relative to objectnet-1.0/images.
+    let alarm: Vec<Vec<&str>> = lines
+        .iter()
+        .filter(|l| l.contains(",official,alarm_clock/") && l.contains("_001."))
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(alarm.len(), 5);
+    assert_eq!(alarm[0][5], "409;530");
+    assert_eq!((alarm[0][6], alarm[0][7]), ("1", "530"));
+    assert_eq!(alarm[0][8], data::labels::imagenet_wnids()[530]);
+    let scores: Vec<f64> = alarm
+        .iter()
+        .map(|f| f.last().unwrap().parse().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(
+        scores[0] > 0.0 && scores.iter().sum::<f64>() <= 1.0 + 1e-5,
+        "{scores:?}"
+    );
+    // The neighbours on the circle come next (positions 3 and 5: classes 409 and 606).
+    let next: Vec<&str> = alarm[1..3].iter().map(|f| f[7]).collect();
+    assert!(next.contains(&"409") && next.contains(&"606"), "{next:?}");
+}
