@@ -46,7 +46,7 @@ pub enum ProtocolChoice {
     /// imagenet-testbed's ObjectNet rule (2-pixel border crop, argmax over the 125 mapped
     /// classes); the other benchmarks as official.
     Testbed,
-    /// paper and official.
+    /// Paper, then official.
     Both,
     /// paper, official and testbed (testbed rows only where they differ: ObjectNet).
     All,
@@ -72,7 +72,9 @@ impl ProtocolChoice {
 /// and always run in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
+    /// Single precision (the reference numbers).
     F32,
+    /// bfloat16 weights and activations (GPUs).
     Bf16,
 }
 
@@ -166,7 +168,8 @@ fn parse_explainer(s: &str) -> Result<Explainer, String> {
 #[command(
     name = "evaluate",
     about = "Robustness accuracy and relevance segmentation tests of RobustViT models, into merged CSV tables, a paper comparison table and charts",
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    version = report::version(env!("CARGO_PKG_VERSION"))
 )]
 pub struct EvalArgs {
     /// What to run: all, robustness, segmentation, si-score, or dataset names (comma separated).
@@ -250,7 +253,8 @@ pub struct EvalArgs {
     /// Image decoding threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// cpu, cuda or auto.
+    /// cpu, cuda or auto (the GPU when built with --features cuda and one is present, else the
+    /// CPU; the first lines of the output say which and why).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Inference precision of the classification suite (bf16: for GPUs; relevance maps stay f32).
@@ -264,7 +268,7 @@ pub struct EvalArgs {
     /// line per image and rank), to compare single predictions with another implementation.
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
-    /// No progress bars.
+    /// No progress bars or progress lines, no `reproduce with` line.
     #[arg(long)]
     pub quiet: bool,
 }
