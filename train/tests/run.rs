@@ -342,6 +342,8 @@ fn checkpoints_record_the_preprocessing_they_started_from() {
         "1",
         "--batch-size",
         "4",
+        "--lr",
+        "2e-3",
         "--device",
         "cpu",
         "--quiet",
