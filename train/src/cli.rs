@@ -270,8 +270,7 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
                     cfg.model.as_deref().unwrap_or("model")
                 ))
             });
-            let run = RunDir::create(&out, args.force)?;
-            run.write_config(&cfg)?;
+            let run = crate::trainer::new_run(&cfg, &out, args.force)?;
             let state = RunState::new(cfg.seed);
             (run, cfg, state, vit)
         }
