@@ -316,10 +316,16 @@ impl EvalDataset {
 
         let mut report = CheckReport::new(benchmark.display_name(), root);
         let mut samples = Vec::new();
+        let mut seen = crate::check::SeenDirs::default();
+        seen.first_visit(&class_root);
         for entry in sorted_entries(&class_root)? {
             if !entry.is_dir() {
                 // README/CSV files at dataset roots (they crash the official loader).
                 report.non_image_files.push(entry);
+                continue;
+            }
+            if !seen.first_visit(&entry) {
+                report.linked_folders.push(entry);
                 continue;
             }
             let name = file_name(&entry);

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::check::{has_image_extension, CheckReport};
+use crate::check::{has_image_extension, CheckReport, SeenDirs};
 use crate::error::{DataError, Result};
 use crate::labels;
 use crate::preprocess::{
@@ -217,12 +217,21 @@ impl ImageNetS {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
+        let mut seen = SeenDirs::default();
+        seen.first_visit(&self.masks);
         for entry in entries {
             if !entry.is_dir() {
                 report.non_image_files.push(entry);
                 continue;
             }
-            let wnid = entry.file_name().unwrap().to_string_lossy().into_owned();
+            if !seen.first_visit(&entry) {
+                report.linked_folders.push(entry);
+                continue;
+            }
+            let wnid = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut files: Vec<PathBuf> = std::fs::read_dir(&entry)
                 .map_err(|e| DataError::io(&entry, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -280,7 +289,14 @@ impl ImageNetS {
         mask: &Path,
         decode_image: bool,
     ) -> Result<SegSample, Problem> {
-        let stem = mask.file_stem().unwrap().to_string_lossy().into_owned();
+        let (Some(stem), Some(name)) = (mask.file_stem(), mask.file_name()) else {
+            return Err(Problem::BadMask(
+                mask.to_path_buf(),
+                "has no file name".into(),
+            ));
+        };
+        let stem = stem.to_string_lossy().into_owned();
+        let name = name.to_string_lossy().into_owned();
         let m = match decode_mask(mask) {
             Ok(m) => m,
             Err(e) => return Err(Problem::BadMask(mask.to_path_buf(), e.to_string())),
@@ -323,7 +339,7 @@ impl ImageNetS {
         Ok(SegSample {
             wnid: wnid.to_string(),
             label,
-            mask: format!("{wnid}/{}", mask.file_name().unwrap().to_string_lossy()),
+            mask: format!("{wnid}/{name}"),
             image: rel_image.to_string_lossy().replace('\\', "/"),
         })
     }
