@@ -110,7 +110,17 @@ impl CheckReport {
             .par_iter()
             .enumerate()
             .filter_map(|(i, (p, _))| {
-                let r = decode_rgb(p).err().map(|e| (i, e.to_string()));
+                // A decoder panic is a bad file like any other, not the end of the check.
+                let r = match std::panic::catch_unwind(|| decode_rgb(p)) {
+                    Ok(r) => r.err().map(|e| (i, e.to_string())),
+                    Err(panic) => Some((
+                        i,
+                        format!(
+                            "the decoder panicked: {}",
+                            crate::error::panic_message(panic.as_ref())
+                        ),
+                    )),
+                };
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if let Some(cb) = progress {
                     cb(n);
