@@ -223,8 +223,15 @@ fn objectnet_known_folders(mappings: &Path) -> Result<Option<HashSet<String>>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&p).map_err(|e| DataError::io(&p, e))?;
+    parse_objectnet_mapping(&text, &p).map(Some)
+}
+
+/// Parses `folder_to_objectnet_label.json` (folder -> ObjectNet label) and checks it against the
+/// embedded mapping; returns the folder names it knows. `p` names the file in errors.
+pub fn parse_objectnet_mapping(text: &str, p: &Path) -> Result<HashSet<String>> {
+    let p = p.to_path_buf();
     let map: HashMap<String, String> =
-        serde_json::from_str(&text).map_err(|e| DataError::Layout {
+        serde_json::from_str(text).map_err(|e| DataError::Layout {
             dataset: "ObjectNet".into(),
             root: p.clone(),
             problem: format!("not a JSON object of folder -> label ({e})"),
@@ -245,7 +252,7 @@ fn objectnet_known_folders(mappings: &Path) -> Result<Option<HashSet<String>>> {
             }
         }
     }
-    Ok(Some(map.into_keys().collect()))
+    Ok(map.into_keys().collect())
 }
 
 impl EvalDataset {
