@@ -43,8 +43,27 @@ pub struct CheckReport {
     /// Known folders deliberately left out (ObjectNet classes outside ImageNet, the ImageNet-S
     /// merged wnids), with their file counts.
     pub excluded_class_folders: BTreeMap<String, usize>,
+    /// Folders reached a second time through a symbolic link (a loop, or two names for one
+    /// folder): skipped, so that no image is counted twice.
+    pub linked_folders: Vec<PathBuf>,
     /// Whether every image was decoded (false: only listed).
     pub decoded: bool,
+}
+
+/// The real folders a walk has entered, by canonical path: a folder reached again through a
+/// link is not walked twice, and a link loop ends at its first repeat.
+#[derive(Debug, Default)]
+pub struct SeenDirs(std::collections::HashSet<PathBuf>);
+
+impl SeenDirs {
+    /// True the first time the real folder behind `dir` is seen. A folder that cannot be
+    /// resolved counts as new (reading it will report the problem).
+    pub fn first_visit(&mut self, dir: &Path) -> bool {
+        match std::fs::canonicalize(dir) {
+            Ok(real) => self.0.insert(real),
+            Err(_) => true,
+        }
+    }
 }
 
 impl CheckReport {
@@ -72,6 +91,7 @@ impl CheckReport {
             + self.missing_images.len()
             + self.bad_masks.len()
             + self.unknown_class_folders.len()
+            + self.linked_folders.len()
     }
 
     pub fn is_clean(&self) -> bool {
@@ -90,7 +110,17 @@ impl CheckReport {
             .par_iter()
             .enumerate()
             .filter_map(|(i, (p, _))| {
-                let r = decode_rgb(p).err().map(|e| (i, e.to_string()));
+                // A decoder panic is a bad file like any other, not the end of the check.
+                let r = match std::panic::catch_unwind(|| decode_rgb(p)) {
+                    Ok(r) => r.err().map(|e| (i, e.to_string())),
+                    Err(panic) => Some((
+                        i,
+                        format!(
+                            "the decoder panicked: {}",
+                            crate::error::panic_message(panic.as_ref())
+                        ),
+                    )),
+                };
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if let Some(cb) = progress {
                     cb(n);
@@ -180,6 +210,11 @@ impl fmt::Display for CheckReport {
             f,
             "unknown class folders (ignored)",
             &paths(&self.unknown_class_folders),
+        )?;
+        list(
+            f,
+            "folders reached again through a link (skipped)",
+            &paths(&self.linked_folders),
         )?;
         if !self.excluded_class_folders.is_empty() {
             let n: usize = self.excluded_class_folders.values().sum();

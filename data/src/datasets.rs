@@ -266,8 +266,15 @@ fn objectnet_known_folders(mappings: &Path) -> Result<Option<HashSet<String>>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&p).map_err(|e| DataError::io(&p, e))?;
+    parse_objectnet_mapping(&text, &p).map(Some)
+}
+
+/// Parses `folder_to_objectnet_label.json` (folder -> ObjectNet label) and checks it against the
+/// embedded mapping; returns the folder names it knows. `p` names the file in errors.
+pub fn parse_objectnet_mapping(text: &str, p: &Path) -> Result<HashSet<String>> {
+    let p = p.to_path_buf();
     let map: HashMap<String, String> =
-        serde_json::from_str(&text).map_err(|e| DataError::Layout {
+        serde_json::from_str(text).map_err(|e| DataError::Layout {
             dataset: "ObjectNet".into(),
             root: p.clone(),
             problem: format!("not a JSON object of folder -> label ({e})"),
@@ -288,7 +295,7 @@ fn objectnet_known_folders(mappings: &Path) -> Result<Option<HashSet<String>>> {
             }
         }
     }
-    Ok(Some(map.into_keys().collect()))
+    Ok(map.into_keys().collect())
 }
 
 impl EvalDataset {
@@ -359,10 +366,16 @@ impl EvalDataset {
 
         let mut report = CheckReport::new(benchmark.display_name(), root);
         let mut samples = Vec::new();
+        let mut seen = crate::check::SeenDirs::default();
+        seen.first_visit(&class_root);
         for entry in sorted_entries(&class_root)? {
             if !entry.is_dir() {
                 // README/CSV files at dataset roots (they crash the official loader).
                 report.non_image_files.push(entry);
+                continue;
+            }
+            if !seen.first_visit(&entry) {
+                report.linked_folders.push(entry);
                 continue;
             }
             let name = file_name(&entry);

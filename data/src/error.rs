@@ -26,6 +26,8 @@ pub enum DataError {
     },
     #[error("split file {path}: {reason}")]
     SplitFile { path: PathBuf, reason: String },
+    #[error("preparing {path} panicked ({cause}); the run stops rather than go on without it")]
+    Panicked { path: PathBuf, cause: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("tensor error: {0}")]
@@ -39,6 +41,15 @@ impl DataError {
             source,
         }
     }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

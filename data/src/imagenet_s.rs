@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::check::{has_image_extension, CheckReport};
+use crate::check::{has_image_extension, CheckReport, SeenDirs};
 use crate::error::{DataError, Result};
 use crate::labels;
 use crate::preprocess::{
@@ -32,15 +32,33 @@ pub struct DecodedMask {
 /// Decode an ImageNet-S PNG: id = R + 256*G per pixel.
 pub fn decode_mask(path: &Path) -> Result<DecodedMask> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_mask_bytes(&bytes, path)
+}
+
+/// Largest mask side accepted: ImageNet images are at most a few thousand pixels a side, and
+/// a corrupt header must not make the decoder allocate gigabytes.
+pub const MAX_MASK_SIDE: u32 = 16384;
+
+/// [`decode_mask`] of bytes already in memory; `path` names them in errors.
+pub fn decode_mask_bytes(bytes: &[u8], path: &Path) -> Result<DecodedMask> {
     if bytes.is_empty() {
         return Err(DataError::EmptyFile {
             path: path.to_path_buf(),
         });
     }
-    let img = image::load_from_memory(&bytes).map_err(|e| DataError::BadMask {
+    let bad = |e: String| DataError::BadMask {
         path: path.to_path_buf(),
         reason: format!("not a readable PNG ({e}); re-download it"),
-    })?;
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_MASK_SIDE);
+    limits.max_image_height = Some(MAX_MASK_SIDE);
+    limits.max_alloc = Some(1 << 30);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
     let rgb = img.to_rgb8();
     let (w, h) = rgb.dimensions();
     let mut ids = Vec::new();
@@ -121,7 +139,12 @@ impl ImageNetSSplit {
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        let split: Self = serde_json::from_str(&text).map_err(|e| DataError::SplitFile {
+        Self::parse(&text, path)
+    }
+
+    /// [`Self::load`] of text already in memory; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let split: Self = serde_json::from_str(text).map_err(|e| DataError::SplitFile {
             path: path.to_path_buf(),
             reason: format!("not a split file ({e}); create one with ImageNetS::build_split"),
         })?;
@@ -217,12 +240,21 @@ impl ImageNetS {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
+        let mut seen = SeenDirs::default();
+        seen.first_visit(&self.masks);
         for entry in entries {
             if !entry.is_dir() {
                 report.non_image_files.push(entry);
                 continue;
             }
-            let wnid = entry.file_name().unwrap().to_string_lossy().into_owned();
+            if !seen.first_visit(&entry) {
+                report.linked_folders.push(entry);
+                continue;
+            }
+            let wnid = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut files: Vec<PathBuf> = std::fs::read_dir(&entry)
                 .map_err(|e| DataError::io(&entry, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -280,7 +312,14 @@ impl ImageNetS {
         mask: &Path,
         decode_image: bool,
     ) -> Result<SegSample, Problem> {
-        let stem = mask.file_stem().unwrap().to_string_lossy().into_owned();
+        let (Some(stem), Some(name)) = (mask.file_stem(), mask.file_name()) else {
+            return Err(Problem::BadMask(
+                mask.to_path_buf(),
+                "has no file name".into(),
+            ));
+        };
+        let stem = stem.to_string_lossy().into_owned();
+        let name = name.to_string_lossy().into_owned();
         let m = match decode_mask(mask) {
             Ok(m) => m,
             Err(e) => return Err(Problem::BadMask(mask.to_path_buf(), e.to_string())),
@@ -323,7 +362,7 @@ impl ImageNetS {
         Ok(SegSample {
             wnid: wnid.to_string(),
             label,
-            mask: format!("{wnid}/{}", mask.file_name().unwrap().to_string_lossy()),
+            mask: format!("{wnid}/{name}"),
             image: rel_image.to_string_lossy().replace('\\', "/"),
         })
     }

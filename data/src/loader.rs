@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::datasets::EvalSample;
-use crate::error::{DataError, Result};
+use crate::error::{panic_message, DataError, Result};
 use crate::imagenet_s::{sample_rng, train_transform, val_transform, ImageNetS, SegSample};
 use crate::preprocess::{decode_rgb, EvalTransform, Normalization};
 
@@ -291,16 +291,37 @@ impl Loader {
                     if stop2.load(Ordering::Relaxed) {
                         return;
                     }
-                    let results: Vec<(usize, Result<Item>)> =
-                        pool.install(|| chunk.par_iter().map(|&i| (i, source.load(i))).collect());
+                    // A panic in one image's decode or transform is caught here: it would
+                    // otherwise end this thread and, with it, the batches (silently).
+                    let load = |i: usize| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.load(i)))
+                            .map_err(|p| DataError::Panicked {
+                                path: source.path(i),
+                                cause: panic_message(p.as_ref()),
+                            })
+                    };
+                    let results: Vec<(usize, std::result::Result<Result<Item>, DataError>)> =
+                        pool.install(|| chunk.par_iter().map(|&i| (i, load(i))).collect());
                     let mut items = Vec::with_capacity(results.len());
+                    let mut panicked = None;
                     for (i, r) in results {
                         match r {
-                            Ok(it) => items.push((i, it)),
-                            Err(e) => pending_skips.push((source.path(i), e.to_string())),
+                            Ok(Ok(it)) => items.push((i, it)),
+                            Ok(Err(e)) => pending_skips.push((source.path(i), e.to_string())),
+                            Err(p) => {
+                                panicked.get_or_insert(p);
+                            }
                         }
                     }
                     progress.images_done += chunk.len();
+                    if let Some(p) = panicked {
+                        // Not a bad file to skip: the batch fails, the consumer decides.
+                        number += 1;
+                        if tx.send(Err(p)).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let last = ci + 1 == n_chunks;
                     if items.is_empty() && !last {
                         continue;
@@ -336,7 +357,21 @@ impl Iterator for Loader {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.rx.as_ref()?.recv().ok()
+        match self.rx.as_ref()?.recv() {
+            Ok(b) => Some(b),
+            Err(_) => {
+                // The producer is gone: finished, or died. A death is an error, never an end.
+                self.rx = None;
+                let h = self.handle.take()?;
+                match h.join() {
+                    Ok(()) => None,
+                    Err(p) => Some(Err(DataError::Panicked {
+                        path: PathBuf::from("the data loader thread"),
+                        cause: panic_message(p.as_ref()),
+                    })),
+                }
+            }
+        }
     }
 }
 

@@ -240,6 +240,9 @@ pub struct EvalArgs {
     /// Validate the datasets and weights and print what would run, without evaluating.
     #[arg(long)]
     pub check: bool,
+    /// With --check: list the files only, without decoding every image.
+    #[arg(long, requires = "check")]
+    pub check_quick: bool,
     /// At most N images per dataset (spread evenly over the sorted list), for quick trials.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -452,6 +455,9 @@ impl EvalArgs {
         }
         if let Some(p) = &self.predictions {
             push("predictions", p.display().to_string());
+        }
+        if self.check_quick {
+            a.push("--check-quick".into());
         }
         if self.check {
             a.push("--check".into());

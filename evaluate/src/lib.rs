@@ -35,6 +35,7 @@
 //! * [`run`](mod@run) — the evaluation loop.
 
 pub mod chart;
+pub mod check;
 pub mod cli;
 pub mod mat;
 pub mod metrics;

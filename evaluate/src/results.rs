@@ -186,11 +186,19 @@ pub fn read_rows<R: TableRow>(path: &Path) -> Result<Vec<R>, ResultsError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(path)(e)),
     };
+    parse_rows(BufReader::new(file), path)
+}
+
+/// [`read_rows`] of a table from any reader; `path` names it in errors.
+pub fn parse_rows<R: TableRow>(
+    input: impl std::io::Read,
+    path: &Path,
+) -> Result<Vec<R>, ResultsError> {
     let corrupt = |source| ResultsError::Corrupt {
         path: path.to_owned(),
         source,
     };
-    let mut reader = csv::Reader::from_reader(BufReader::new(file));
+    let mut reader = csv::Reader::from_reader(input);
     let found: Vec<String> = reader
         .headers()
         .map_err(corrupt)?
@@ -215,8 +223,19 @@ pub fn read_rows<R: TableRow>(path: &Path) -> Result<Vec<R>, ResultsError> {
 /// earlier ones, and the table is written sorted by key through a temporary file and
 /// a rename. An unreadable existing table is an error and is left untouched.
 pub fn merge_rows<R: TableRow>(path: &Path, new_rows: &[R]) -> Result<(), ResultsError> {
+    let table = merged(read_rows::<R>(path)?, new_rows, path)?;
+    write_rows(path, table.values())
+}
+
+/// The merge itself: existing rows keyed (a duplicate key is an error naming `path`), then
+/// the new rows replacing rows with their key.
+pub fn merged<R: TableRow>(
+    existing: Vec<R>,
+    new_rows: &[R],
+    path: &Path,
+) -> Result<BTreeMap<Vec<String>, R>, ResultsError> {
     let mut table: BTreeMap<Vec<String>, R> = BTreeMap::new();
-    for row in read_rows::<R>(path)? {
+    for row in existing {
         let key = row.key();
         if table.insert(key.clone(), row).is_some() {
             return Err(ResultsError::DuplicateKey {
@@ -228,7 +247,7 @@ pub fn merge_rows<R: TableRow>(path: &Path, new_rows: &[R]) -> Result<(), Result
     for row in new_rows {
         table.insert(row.key(), row.clone());
     }
-    write_rows(path, table.values())
+    Ok(table)
 }
 
 fn write_rows<'a, R: TableRow + 'a>(

@@ -544,6 +544,34 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
 
     if args.check {
         print_datasets(&ds);
+        if let Err(e) = crate::check::check_outputs(&args.out) {
+            problems.push(format!("{e:#}"));
+        }
+        if !args.check_quick {
+            for d in crate::check::decode_datasets(&ds) {
+                println!(
+                    "decoded {:20} {} of {} files, {} bad",
+                    d.dataset,
+                    d.decoded(),
+                    d.found,
+                    d.bad.len()
+                );
+                if !d.bad.is_empty() {
+                    let named: Vec<String> = d
+                        .bad
+                        .iter()
+                        .map(|(p, why)| format!("    {}: {why}", p.display()))
+                        .collect();
+                    problems.push(format!(
+                        "{}: {} of {} files do not decode (delete or re-download them):\n{}",
+                        d.dataset,
+                        d.bad.len(),
+                        d.found,
+                        named.join("\n")
+                    ));
+                }
+            }
+        }
         let mut check_hub = hub.clone();
         // A check must not start multi-GB downloads; missing weights are reported instead.
         check_hub.offline = true;
@@ -614,6 +642,7 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         date: results::utc_date(SystemTime::now()),
         git_rev: results::git_rev(),
     };
+    crate::check::prepare_outputs(&args.out)?;
     let mut predictions = args.predictions.clone().map(Predictions::new);
     let rob_path = args.out.join("robustness.csv");
     let seg_path = args.out.join("segmentation.csv");

@@ -67,22 +67,56 @@ impl VitConfig {
         self.embed_dim / self.num_heads
     }
 
+    /// Refuses what timm's `VisionTransformer` would refuse (or what would only fail later,
+    /// inside a loader thread or as a NaN), and sizes far beyond any ViT, so that a corrupt
+    /// file cannot make the model allocate without bound.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(ModelError::Config(msg));
-        if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) {
+        let limits = [
+            ("img_size", self.img_size, MAX_IMG_SIZE),
+            ("patch_size", self.patch_size, MAX_IMG_SIZE),
+            ("embed_dim", self.embed_dim, MAX_WIDTH),
+            ("depth", self.depth, MAX_DEPTH),
+            ("num_heads", self.num_heads, MAX_WIDTH),
+            ("mlp_hidden", self.mlp_hidden, 16 * MAX_WIDTH),
+            ("num_classes", self.num_classes, MAX_CLASSES),
+        ];
+        for (name, v, max) in limits {
+            if v == 0 || v > max {
+                return bad(format!("{name} {v} is out of range (1..={max})"));
+            }
+        }
+        if self.in_chans != 3 {
             return bad(format!(
-                "image size {} is not a multiple of patch size {}",
+                "in_chans {} is not supported: images are read as RGB (3 channels)",
+                self.in_chans
+            ));
+        }
+        if !self.img_size.is_multiple_of(self.patch_size) {
+            return bad(format!(
+                "img_size {} is not a multiple of patch_size {}",
                 self.img_size, self.patch_size
             ));
         }
-        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
-                "embed dim {} is not divisible by {} heads",
+                "embed_dim {} is not divisible by {} heads (num_heads)",
                 self.embed_dim, self.num_heads
             ));
         }
-        if self.depth == 0 || self.num_classes == 0 || self.mlp_hidden == 0 {
-            return bad("depth, num_classes and mlp_hidden must be positive".into());
+        if self.num_tokens() > MAX_TOKENS {
+            return bad(format!(
+                "img_size {} with patch_size {} gives {} tokens (at most {MAX_TOKENS})",
+                self.img_size,
+                self.patch_size,
+                self.num_tokens()
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return bad(format!(
+                "layer_norm_eps {} must be a positive number",
+                self.layer_norm_eps
+            ));
         }
         Ok(())
     }
@@ -124,6 +158,19 @@ impl VitConfig {
     }
 }
 
+/// Largest accepted input side: four times the largest ViT input in timm's zoo (518).
+pub const MAX_IMG_SIZE: usize = 4096;
+/// Largest accepted width (ViT-g/14 is 1536 wide, ViT-e 1792).
+pub const MAX_WIDTH: usize = 16384;
+pub const MAX_DEPTH: usize = 256;
+pub const MAX_CLASSES: usize = 1 << 20;
+/// Largest token count (class token included) the attention is allowed to be built for.
+pub const MAX_TOKENS: usize = 1 << 14;
+/// Interpolation names timm's `pretrained_cfg` may carry.
+pub const TIMM_INTERPOLATIONS: [&str; 6] = [
+    "nearest", "bilinear", "bicubic", "box", "hamming", "lanczos",
+];
+
 /// How images must be prepared for a model (timm's `pretrained_cfg`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PretrainedCfg {
@@ -158,6 +205,37 @@ impl PretrainedCfg {
     }
 }
 
+impl PretrainedCfg {
+    /// What timm's transforms would refuse or turn into NaN: a non-positive std, a crop
+    /// fraction outside (0, 1] (timm's zoo goes up to 1.0), an unknown interpolation.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(ModelError::Config(msg));
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return bad(format!("mean {:?} must be three finite numbers", self.mean));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad(format!("std {:?} must be three positive numbers", self.std));
+        }
+        if !(self.crop_pct > 0.0 && self.crop_pct <= 1.0) {
+            return bad(format!("crop_pct {} must be in (0, 1]", self.crop_pct));
+        }
+        if !TIMM_INTERPOLATIONS.contains(&self.interpolation.as_str()) {
+            return bad(format!(
+                "interpolation {:?} is not one of {}",
+                self.interpolation,
+                TIMM_INTERPOLATIONS.join(", ")
+            ));
+        }
+        if self.input_size == 0 || self.input_size > MAX_IMG_SIZE {
+            return bad(format!(
+                "input_size {} is out of range (1..={MAX_IMG_SIZE})",
+                self.input_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a `config.json` next to the weights says: dimensions and preprocessing.
 #[derive(Debug, Clone)]
 pub struct ParsedConfig {
@@ -166,103 +244,145 @@ pub struct ParsedConfig {
     pub naming: crate::weights::Naming,
 }
 
-fn arr3(v: &serde_json::Value) -> Option<[f32; 3]> {
-    let a = v.as_array()?;
-    if a.len() != 3 {
-        return None;
+/// A field that must be three numbers; `None` when absent, an error when present but not that.
+fn arr3(obj: &serde_json::Value, key: &str) -> std::result::Result<Option<[f32; 3]>, String> {
+    let Some(v) = obj.get(key) else {
+        return Ok(None);
+    };
+    let nums: Option<Vec<f64>> = v
+        .as_array()
+        .filter(|a| a.len() == 3)
+        .and_then(|a| a.iter().map(|x| x.as_f64()).collect());
+    match nums {
+        Some(n) => Ok(Some([n[0] as f32, n[1] as f32, n[2] as f32])),
+        None => Err(format!(
+            "`{key}` must be a list of three numbers, found {v}"
+        )),
     }
-    Some([
-        a[0].as_f64()? as f32,
-        a[1].as_f64()? as f32,
-        a[2].as_f64()? as f32,
-    ])
 }
 
-fn usize_or_pair(v: &serde_json::Value) -> Option<usize> {
+/// A size given as an integer or as a list whose last entry is the size (`[3, 224, 224]`).
+fn usize_or_pair(obj: &serde_json::Value, key: &str) -> std::result::Result<Option<usize>, String> {
+    let Some(v) = obj.get(key) else {
+        return Ok(None);
+    };
     v.as_u64()
-        .map(|x| x as usize)
-        .or_else(|| v.as_array()?.last()?.as_u64().map(|x| x as usize))
+        .or_else(|| v.as_array()?.last()?.as_u64())
+        .map(|x| Some(usize::try_from(x).unwrap_or(usize::MAX)))
+        .ok_or_else(|| {
+            format!("`{key}` must be a non-negative integer (or a list ending in one), found {v}")
+        })
+}
+
+/// An integer field; `None` when absent, an error when present but not an integer.
+fn int(obj: &serde_json::Value, key: &str) -> std::result::Result<Option<usize>, String> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(|x| Some(usize::try_from(x).unwrap_or(usize::MAX)))
+            .ok_or_else(|| format!("`{key}` must be a non-negative integer, found {v}")),
+    }
 }
 
 /// Parses a timm hub `config.json` (`architecture`, optional `model_args`, `pretrained_cfg`)
 /// or a Hugging Face transformers `ViTForImageClassification` config.
 pub fn parse_config_json(text: &str, path: &Path) -> Result<ParsedConfig> {
-    let err = |msg: String| ModelError::BadConfigFile {
+    parse_config_value(text).map_err(|msg| ModelError::BadConfigFile {
         path: path.to_path_buf(),
         msg,
-    };
+    })
+}
+
+fn parse_config_value(text: &str) -> std::result::Result<ParsedConfig, String> {
     let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
-    if v.get("architecture").is_some() {
-        let arch = v["architecture"].as_str().unwrap_or_default();
-        let mut cfg = VitConfig::from_timm_architecture(arch).unwrap_or_else(VitConfig::vit_base);
-        let known = VitConfig::from_timm_architecture(arch).is_some();
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let checked = |cfg: VitConfig| -> std::result::Result<VitConfig, String> {
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    };
+    if let Some(arch) = v.get("architecture") {
+        let arch = arch.as_str().unwrap_or_default();
+        let known = VitConfig::from_timm_architecture(arch);
         let args = v.get("model_args");
-        if !known && args.is_none() {
-            return Err(err(format!(
+        if known.is_none() && args.is_none() {
+            return Err(format!(
                 "architecture `{arch}` is not a plain ViT/DeiT and no model_args are given"
-            )));
+            ));
         }
+        let mut cfg = known.unwrap_or_else(VitConfig::vit_base);
         if let Some(a) = args {
-            if let Some(x) = a.get("img_size").and_then(usize_or_pair) {
+            if let Some(x) = usize_or_pair(a, "img_size")? {
                 cfg.img_size = x;
             }
-            let get = |k: &str| a.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
-            if let Some(x) = get("patch_size") {
+            if let Some(x) = int(a, "patch_size")? {
                 cfg.patch_size = x;
             }
-            if let Some(x) = get("embed_dim") {
+            if let Some(x) = int(a, "embed_dim")? {
                 cfg.embed_dim = x;
-                cfg.mlp_hidden = 4 * x;
+                cfg.mlp_hidden = x.saturating_mul(4);
             }
-            if let Some(x) = get("depth") {
+            if let Some(x) = int(a, "depth")? {
                 cfg.depth = x;
             }
-            if let Some(x) = get("num_heads") {
+            if let Some(x) = int(a, "num_heads")? {
                 cfg.num_heads = x;
             }
-            if let Some(x) = get("in_chans") {
+            if let Some(x) = int(a, "in_chans")? {
                 cfg.in_chans = x;
             }
-            if let Some(r) = a.get("mlp_ratio").and_then(|x| x.as_f64()) {
+            if let Some(r) = a.get("mlp_ratio") {
+                let r = r
+                    .as_f64()
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or_else(|| format!("`mlp_ratio` must be a positive number, found {r}"))?;
+                // `as` saturates; the range check in validate() refuses what is too large.
                 cfg.mlp_hidden = (cfg.embed_dim as f64 * r) as usize;
             }
-            if let Some(b) = a.get("qkv_bias").and_then(|x| x.as_bool()) {
-                cfg.qkv_bias = b;
+            if let Some(b) = a.get("qkv_bias") {
+                cfg.qkv_bias = b
+                    .as_bool()
+                    .ok_or_else(|| format!("`qkv_bias` must be true or false, found {b}"))?;
             }
-            if let Some(p) = a.get("global_pool").and_then(|x| x.as_str()) {
-                if p != "token" {
-                    return Err(err(format!(
-                        "global_pool `{p}` is not supported (only `token`)"
-                    )));
+            if let Some(p) = a.get("global_pool") {
+                if p.as_str() != Some("token") {
+                    return Err(format!("global_pool {p} is not supported (only `token`)"));
                 }
             }
         }
-        if let Some(n) = v
-            .get("num_classes")
-            .and_then(|x| x.as_u64())
-            .or_else(|| args.and_then(|a| a.get("num_classes")?.as_u64()))
-        {
-            cfg.num_classes = n as usize;
+        if let Some(n) = int(&v, "num_classes")? {
+            cfg.num_classes = n;
+        } else if let Some(n) = args.map(|a| int(a, "num_classes")).transpose()?.flatten() {
+            cfg.num_classes = n;
         }
-        let pretrained = v.get("pretrained_cfg").map(|p| {
-            let input_size = p
-                .get("input_size")
-                .and_then(usize_or_pair)
-                .unwrap_or(cfg.img_size);
-            PretrainedCfg {
-                mean: p.get("mean").and_then(arr3).unwrap_or([0.5; 3]),
-                std: p.get("std").and_then(arr3).unwrap_or([0.5; 3]),
-                crop_pct: p.get("crop_pct").and_then(|x| x.as_f64()).unwrap_or(0.9),
-                interpolation: p
-                    .get("interpolation")
-                    .and_then(|x| x.as_str())
-                    .unwrap_or("bicubic")
-                    .to_string(),
-                input_size,
+        let cfg = checked(cfg)?;
+        let pretrained = match v.get("pretrained_cfg") {
+            None => None,
+            Some(p) => {
+                let crop_pct = match p.get("crop_pct") {
+                    None => 0.9,
+                    Some(c) => c
+                        .as_f64()
+                        .ok_or_else(|| format!("`crop_pct` must be a number, found {c}"))?,
+                };
+                let interpolation = match p.get("interpolation") {
+                    None => "bicubic".to_string(),
+                    Some(i) => i
+                        .as_str()
+                        .ok_or_else(|| format!("`interpolation` must be a name, found {i}"))?
+                        .to_string(),
+                };
+                let pc = PretrainedCfg {
+                    mean: arr3(p, "mean")?.unwrap_or([0.5; 3]),
+                    std: arr3(p, "std")?.unwrap_or([0.5; 3]),
+                    crop_pct,
+                    interpolation,
+                    input_size: usize_or_pair(p, "input_size")?.unwrap_or(cfg.img_size),
+                };
+                pc.validate().map_err(|e| format!("pretrained_cfg: {e}"))?;
+                Some(pc)
             }
-        });
-        cfg.validate()?;
+        };
         return Ok(ParsedConfig {
             vit: cfg,
             pretrained,
@@ -270,12 +390,7 @@ pub fn parse_config_json(text: &str, path: &Path) -> Result<ParsedConfig> {
         });
     }
     if v.get("hidden_size").is_some() {
-        let g = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| err(format!("missing integer field `{k}`")))
-        };
+        let g = |k: &str| int(&v, k)?.ok_or_else(|| format!("missing integer field `{k}`"));
         let embed_dim = g("hidden_size")?;
         let num_classes = v
             .get("id2label")
@@ -286,26 +401,25 @@ pub fn parse_config_json(text: &str, path: &Path) -> Result<ParsedConfig> {
         let cfg = VitConfig {
             img_size: g("image_size")?,
             patch_size: g("patch_size")?,
-            in_chans: g("num_channels").unwrap_or(3),
+            in_chans: int(&v, "num_channels")?.unwrap_or(3),
             embed_dim,
             depth: g("num_hidden_layers")?,
             num_heads: g("num_attention_heads")?,
-            mlp_hidden: g("intermediate_size").unwrap_or(4 * embed_dim),
+            mlp_hidden: int(&v, "intermediate_size")?.unwrap_or(embed_dim.saturating_mul(4)),
             num_classes,
             qkv_bias: v.get("qkv_bias").and_then(|x| x.as_bool()).unwrap_or(true),
             layer_norm_eps: 1e-6,
         };
-        cfg.validate()?;
         return Ok(ParsedConfig {
-            vit: cfg,
+            vit: checked(cfg)?,
             pretrained: None,
             naming: crate::weights::Naming::Transformers,
         });
     }
-    Err(err(
+    Err(
         "neither a timm config (`architecture`) nor a transformers ViT config (`hidden_size`)"
             .into(),
-    ))
+    )
 }
 
 #[cfg(test)]

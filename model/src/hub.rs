@@ -186,7 +186,12 @@ fn read_config(path: &Path, lenient: bool) -> Result<Option<crate::config::Parse
         msg: format!("cannot be read: {e}"),
     })?;
     if lenient {
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        // Unparseable is reported, not mistaken for "someone else's file".
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::BadConfigFile {
+                path: path.to_path_buf(),
+                msg: format!("is not valid JSON ({e}); fix or delete it"),
+            })?;
         if v.get("architecture").is_none() && v.get("hidden_size").is_none() {
             return Ok(None);
         }

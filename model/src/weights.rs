@@ -45,8 +45,17 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<BTreeMap<String,
         path: path.to_path_buf(),
         msg: format!("cannot be read: {e}"),
     })?;
+    read_safetensors_bytes(&bytes, path, device)
+}
+
+/// [`read_safetensors`] of bytes already in memory; `path` names them in errors.
+pub fn read_safetensors_bytes(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<BTreeMap<String, Tensor>> {
     // Parse the header first so that a truncated download gets a precise message.
-    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Weights {
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| ModelError::Weights {
         path: path.to_path_buf(),
         msg: format!(
             "is not a valid safetensors file ({e}); it may be truncated by an interrupted \
@@ -54,7 +63,7 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<BTreeMap<String,
         ),
     })?;
     let map =
-        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| ModelError::Weights {
+        candle_core::safetensors::load_buffer(bytes, device).map_err(|e| ModelError::Weights {
             path: path.to_path_buf(),
             msg: format!("could not be decoded: {e}"),
         })?;

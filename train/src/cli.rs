@@ -333,9 +333,8 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
                     cfg.model.as_deref().unwrap_or("model")
                 ))
             });
-            let run = RunDir::create(&out, args.force)?;
+            let run = crate::trainer::new_run(&cfg, &out, args.force)?;
             report::note(format!("run folder: {}", run.path.display()));
-            run.write_config(&cfg)?;
             let state = RunState::new(cfg.seed);
             (run, cfg, state, vit)
         }

@@ -132,3 +132,33 @@ pub struct TrainConfig {
     /// Strips are drawn every this many epochs (and after the last one).
     pub vis_every: usize,
 }
+
+impl TrainConfig {
+    /// Settings that would otherwise surface much later as a NaN loss or an empty run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (c, (m, s)) in self.mean.iter().zip(&self.std).enumerate() {
+            if !m.is_finite() {
+                anyhow::bail!(
+                    "--mean {:?}: channel {c} is {m}; give three finite numbers, e.g. --mean 0.5,0.5,0.5",
+                    self.mean
+                );
+            }
+            if !(s.is_finite() && *s > 0.0) {
+                anyhow::bail!(
+                    "--std {:?}: channel {c} is {s}; the inputs are divided by it, so give three positive numbers, e.g. --std 0.5,0.5,0.5",
+                    self.std
+                );
+            }
+        }
+        if self.batch_size == 0 || self.val_batch_size == 0 {
+            anyhow::bail!("--batch-size and --val-batch-size must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            anyhow::bail!("--lr {} must be a finite number, not negative", self.lr);
+        }
+        if let Some(a) = &self.arch {
+            a.validate()?;
+        }
+        Ok(())
+    }
+}

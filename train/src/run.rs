@@ -46,14 +46,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 impl RunDir {
     /// A new run: refuses a folder that already holds a run unless `force`.
     pub fn create(path: &Path, force: bool) -> Result<Self> {
-        if path.join("config.json").exists() && !force {
-            bail!(
-                "{} already holds a run: continue it with --resume {}, or overwrite it with --force",
-                path.display(),
-                path.display()
-            );
-        }
+        Self::ensure_free(path, force)?;
         if force && path.exists() {
+            // Everything the run owns, its split and strips included: a forced run with new
+            // options must not inherit the old run's data.
             for f in [
                 "config.json",
                 "state.json",
@@ -61,8 +57,21 @@ impl RunDir {
                 "last.safetensors",
                 "optimizer.safetensors",
                 "best.safetensors",
+                "split.json",
             ] {
-                let _ = std::fs::remove_file(path.join(f));
+                match std::fs::remove_file(path.join(f)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| {
+                            format!("--force cannot remove {}", path.join(f).display())
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            let strips = path.join("strips");
+            if strips.is_dir() {
+                std::fs::remove_dir_all(&strips)
+                    .with_context(|| format!("--force cannot remove {}", strips.display()))?;
             }
         }
         std::fs::create_dir_all(path.join("strips"))
@@ -70,6 +79,18 @@ impl RunDir {
         Ok(Self {
             path: path.to_path_buf(),
         })
+    }
+
+    /// Refuses a folder that already holds a run unless `force`.
+    pub fn ensure_free(path: &Path, force: bool) -> Result<()> {
+        if path.join("config.json").exists() && !force {
+            bail!(
+                "{} already holds a run: continue it with --resume {}, or overwrite it with --force",
+                path.display(),
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// An existing run to continue.
@@ -166,8 +187,15 @@ pub struct Metrics {
 impl Metrics {
     pub fn open(path: &Path, keep_epochs_below: usize) -> Result<Self> {
         if path.exists() {
-            let mut rdr = csv::Reader::from_path(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let mut text =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            // Rows are appended; a crash mid-append leaves a last line without its newline.
+            // That row is dropped (its epoch runs again) rather than blocking the resume.
+            if !text.is_empty() && !text.ends_with(b"\n") {
+                let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                text.truncate(keep);
+            }
+            let mut rdr = csv::Reader::from_reader(text.as_slice());
             let rows: Vec<MetricsRow> = rdr
                 .deserialize()
                 .collect::<std::result::Result<_, _>>()

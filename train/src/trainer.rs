@@ -71,7 +71,10 @@ pub fn folder_examples(root: &Path, limit_classes: Option<usize>) -> Result<Vec<
     }
     let mut out = Vec::new();
     for dir in classes {
-        let wnid = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let wnid = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let Some(label) = data::labels::wnid_to_index(&wnid) else {
             bail!(
                 "{} is not an ImageNet class folder (unknown wnid {wnid})",
@@ -113,16 +116,105 @@ fn split_options(cfg: &TrainConfig, train_classes: usize) -> SplitOptions {
     }
 }
 
+/// `<wnid>/<name>.<ext>` as a split file must name it: relative, no `..`, a file name with a stem.
+/// Anything else would be joined onto a data root and point outside it, or at a folder.
+fn split_entry_stem(rel: &str) -> Option<&str> {
+    let p = Path::new(rel);
+    let plain = p.components().count() >= 2
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return None;
+    }
+    p.file_stem()?.to_str().filter(|s| !s.is_empty())
+}
+
+/// Checks every entry of a split read from `path` against the data it will be read from.
+fn check_split(
+    split: &ImageNetSSplit,
+    path: &Path,
+    train_ds: &ImageNetS,
+    val_ds: &ImageNetS,
+) -> Result<()> {
+    if split.train.is_empty() {
+        bail!(
+            "split file {} has no training entries: nothing would be trained (delete it to build a new split, or give another --split-file)",
+            path.display()
+        );
+    }
+    let sets = [(&split.train, train_ds), (&split.val, val_ds)];
+    for (entries, ds) in sets {
+        for smp in entries.iter() {
+            let (Some(stem), Some(_)) = (split_entry_stem(&smp.mask), split_entry_stem(&smp.image))
+            else {
+                bail!(
+                    "split file {} has an entry with mask {:?} and image {:?}: both must be <wnid>/<file> paths inside the data folders (fix or delete the split file)",
+                    path.display(),
+                    smp.mask,
+                    smp.image
+                );
+            };
+            if ds.image_for(&smp.wnid, stem).is_none() || !ds.masks.join(&smp.mask).is_file() {
+                bail!(
+                    "split file {} names {} / {} which {} / {} does not have: the split disagrees with the data (wrong folders, or delete the split file to rebuild it)",
+                    path.display(), smp.image, smp.mask, ds.images.display(), ds.masks.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the split from `split.json` in the run folder (or `--split-file`), or builds it
 /// and writes it there. A split that names files the data does not have is an error.
 pub fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<RunData> {
+    let split_path = cfg
+        .split_file
+        .clone()
+        .unwrap_or_else(|| run.file("split.json"));
+    let (data, new_split) = resolve_data(cfg, &split_path, true)?;
+    if let Some(s) = new_split {
+        s.save(&split_path)?;
+    }
+    Ok(data)
+}
+
+/// Creates the folder of a new run once everything it depends on has been checked (settings,
+/// data, split), so that a refused command leaves nothing that a corrected one would have to
+/// `--force` over. Writes the split (when built here) and `config.json`.
+pub fn new_run(cfg: &TrainConfig, out: &Path, force: bool) -> Result<RunDir> {
+    cfg.validate()?;
+    loss_config(cfg)?;
+    RunDir::ensure_free(out, force)?;
+    let split_path = cfg
+        .split_file
+        .clone()
+        .unwrap_or_else(|| out.join("split.json"));
+    // --force clears the run's own split: it is rebuilt for the new options.
+    let read_existing = cfg.split_file.is_some() || !force;
+    let (_, new_split) = resolve_data(cfg, &split_path, read_existing)?;
+    let run = RunDir::create(out, force)?;
+    if let Some(s) = new_split {
+        s.save(&split_path)?;
+    }
+    run.write_config(cfg)?;
+    Ok(run)
+}
+
+/// The examples of a run and, when the split was built rather than read, the split to write
+/// to `split_path`. Nothing is written here.
+fn resolve_data(
+    cfg: &TrainConfig,
+    split_path: &Path,
+    read_existing: bool,
+) -> Result<(RunData, Option<ImageNetSSplit>)> {
     if let Some(folder) = &cfg.train_folder {
         let train = folder_examples(folder, cfg.limit_classes)?;
         let val = match &cfg.val_folder {
             Some(v) => folder_examples(v, cfg.limit_classes)?,
             None => Vec::new(),
         };
-        return Ok(RunData { train, val });
+        return Ok((RunData { train, val }, None));
     }
     let (Some(masks), Some(images)) = (&cfg.imagenet_s, &cfg.imagenet) else {
         bail!("give --imagenet-s (ImageNet-S919 train-semi-segmentation) and --imagenet (ImageNet train images), or --train-folder");
@@ -133,76 +225,60 @@ pub fn prepare_data(cfg: &TrainConfig, run: &RunDir) -> Result<RunData> {
         (None, None) => None,
         _ => bail!("--val-imagenet-s and --val-imagenet go together"),
     };
-    let split_path = cfg
-        .split_file
-        .clone()
-        .unwrap_or_else(|| run.file("split.json"));
-    let split = if split_path.exists() {
-        let s = ImageNetSSplit::load(&split_path)?;
-        for smp in s.train.iter() {
-            if ds
-                .image_for(
-                    &smp.wnid,
-                    Path::new(&smp.mask).file_stem().unwrap().to_str().unwrap(),
-                )
-                .is_none()
-                || !ds.masks.join(&smp.mask).is_file()
-            {
-                bail!(
-                    "split file {} names {} / {} which {} / {} does not have: the split disagrees with the data (wrong folders, or delete the split file to rebuild it)",
-                    split_path.display(), smp.image, smp.mask, ds.images.display(), ds.masks.display()
-                );
-            }
-        }
-        s
-    } else {
-        let mut train_classes = cfg.train_classes;
-        if let Some(k) = cfg.limit_classes {
-            train_classes = train_classes.min(k);
-        }
-        let (mut s, report) = ds.build_split(&split_options(
-            cfg,
-            if val_ds.is_some() {
-                usize::MAX
-            } else {
-                train_classes
-            },
-        ))?;
+    let val_root = val_ds.as_ref().unwrap_or(&ds);
+    if read_existing && split_path.exists() {
+        let s = ImageNetSSplit::load(split_path)?;
+        check_split(&s, split_path, &ds, val_root)?;
+        let data = RunData {
+            train: seg_examples(&ds, &s.train),
+            val: seg_examples(val_root, &s.val),
+        };
+        return Ok((data, None));
+    }
+    let mut train_classes = cfg.train_classes;
+    if let Some(k) = cfg.limit_classes {
+        train_classes = train_classes.min(k);
+    }
+    let (mut s, report) = ds.build_split(&split_options(
+        cfg,
+        if val_ds.is_some() {
+            usize::MAX
+        } else {
+            train_classes
+        },
+    ))?;
+    if report.num_problems() > 0 {
+        eprintln!("{report}");
+    }
+    if let Some(k) = cfg.limit_classes {
+        let keep: Vec<String> = s
+            .train_classes()
+            .into_iter()
+            .take(k)
+            .map(String::from)
+            .collect();
+        s.train.retain(|x| keep.contains(&x.wnid));
+        s.val.truncate(k.max(1) * cfg.val_per_class.max(1));
+    }
+    if let Some(v) = &val_ds {
+        let (vs, report) = v.build_split(&split_options(cfg, 0))?;
         if report.num_problems() > 0 {
             eprintln!("{report}");
         }
-        if let Some(k) = cfg.limit_classes {
-            let keep: Vec<String> = s
-                .train_classes()
-                .into_iter()
-                .take(k)
-                .map(String::from)
-                .collect();
-            s.train.retain(|x| keep.contains(&x.wnid));
-            s.val.truncate(k.max(1) * cfg.val_per_class.max(1));
-        }
-        if let Some(v) = &val_ds {
-            let (vs, report) = v.build_split(&split_options(cfg, 0))?;
-            if report.num_problems() > 0 {
-                eprintln!("{report}");
-            }
-            s.val = vs.val;
-        }
-        if s.train.is_empty() {
-            bail!(
-                "no usable (image, mask) pair found under {} / {}",
-                ds.masks.display(),
-                ds.images.display()
-            );
-        }
-        s.save(&split_path)?;
-        s
+        s.val = vs.val;
+    }
+    if s.train.is_empty() {
+        bail!(
+            "no usable (image, mask) pair found under {} / {}",
+            ds.masks.display(),
+            ds.images.display()
+        );
+    }
+    let data = RunData {
+        train: seg_examples(&ds, &s.train),
+        val: seg_examples(val_root, &s.val),
     };
-    let val_root = val_ds.as_ref().unwrap_or(&ds);
-    Ok(RunData {
-        train: seg_examples(&ds, &split.train),
-        val: seg_examples(val_root, &split.val),
-    })
+    Ok((data, Some(s)))
 }
 
 /// One decoded example: CHW pixels, the mask plane if any, the label.
@@ -561,6 +637,7 @@ pub fn train(
     stop_after_epochs: Option<usize>,
 ) -> Result<RunState> {
     let first_epoch = state.epochs_done;
+    cfg.validate()?;
     let lc = loss_config(cfg)?;
     let recorded = recorded_preprocessing(cfg)?;
     let data = prepare_data(cfg, run)?;
