@@ -253,6 +253,11 @@ pub struct EvalArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Keep the datasets whose rows --out's tables already hold for the same weights (model,
+    /// checkpoint and its sha256, every protocol/explainer) and evaluate only the others: an
+    /// interrupted evaluation run again goes on where it stopped.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 impl Default for EvalArgs {
@@ -437,6 +442,9 @@ impl EvalArgs {
         }
         if self.quiet {
             a.push("--quiet".into());
+        }
+        if self.resume {
+            a.push("--resume".into());
         }
         a
     }

@@ -707,7 +707,7 @@ pub fn train(
 }
 
 /// Header key of `last.safetensors` recording the epochs it has seen.
-const EPOCHS_KEY: &str = "robustvit.epochs_done";
+pub(crate) const EPOCHS_KEY: &str = "robustvit.epochs_done";
 
 /// `last.safetensors`, `optimizer.safetensors`, then `state.json` (the commit point), each
 /// written atomically and tagged with the epoch count.
