@@ -4,4 +4,5 @@ pub mod bench;
 pub mod demo;
 pub mod demo_report;
 pub mod paper;
+pub mod slurm;
 pub mod synth;
