@@ -274,6 +274,11 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
                 return Ok(run.path);
             }
             check_inputs(&cfg)?;
+            eprintln!(
+                "run {}: continuing after {} finished epoch(s)",
+                dir.display(),
+                state.epochs_done
+            );
             let vit = crate::trainer::initial_model(&cfg, &device)?;
             (run, cfg, state, vit)
         }

@@ -60,6 +60,8 @@ impl RunDir {
                 "metrics.csv",
                 "last.safetensors",
                 "optimizer.safetensors",
+                "last.next.safetensors",
+                "optimizer.next.safetensors",
                 "best.safetensors",
             ] {
                 let _ = std::fs::remove_file(path.join(f));
@@ -278,14 +280,54 @@ pub fn start_or_resume(path: &Path, wanted: &TrainConfig) -> Result<StartOrResum
             StartOrResume::Restart
         });
     }
-    // The checkpoint's files are written last, optimizer, state: a kill between them leaves
-    // weights one epoch ahead of state.json, which cannot be resumed; the run is repeated.
-    let tag = model::weights::read_metadata(&last)
-        .ok()
-        .and_then(|m| m.get(crate::trainer::EPOCHS_KEY)?.parse::<usize>().ok());
+    promote_checkpoint(path, &state)?;
+    // Weights that do not belong to state.json cannot be resumed; the run is repeated.
+    let tag = file_tag(&last, crate::trainer::EPOCHS_KEY);
     Ok(if tag == Some(state.epochs_done) {
         StartOrResume::Resume
     } else {
         StartOrResume::Restart
     })
+}
+
+/// The checkpoint file `name` while the next epoch's copy is written beside it.
+pub fn next_file(name: &str) -> String {
+    format!("{}.next.safetensors", name.trim_end_matches(".safetensors"))
+}
+
+/// A number in a safetensors file's metadata.
+fn file_tag(path: &Path, key: &str) -> Option<usize> {
+    model::weights::read_metadata(path)
+        .ok()?
+        .get(key)?
+        .parse()
+        .ok()
+}
+
+/// A checkpoint is written as `last.next.safetensors` and `optimizer.next.safetensors`, then
+/// committed by `state.json`, then renamed over the previous epoch's files, so a kill at any
+/// moment leaves one whole checkpoint. This completes the renames of a checkpoint that
+/// `state.json` committed, and removes next files it never committed.
+pub fn promote_checkpoint(path: &Path, state: &RunState) -> Result<()> {
+    for (name, key, committed) in [
+        (
+            "last.safetensors",
+            crate::trainer::EPOCHS_KEY,
+            state.epochs_done,
+        ),
+        ("optimizer.safetensors", "step", state.global_step),
+    ] {
+        let next = path.join(next_file(name));
+        if !next.exists() {
+            continue;
+        }
+        if file_tag(&next, key) == Some(committed) {
+            std::fs::rename(&next, path.join(name))
+                .with_context(|| format!("renaming {} to {name}", next.display()))?;
+        } else {
+            std::fs::remove_file(&next)
+                .with_context(|| format!("removing the uncommitted {}", next.display()))?;
+        }
+    }
+    Ok(())
 }
