@@ -227,3 +227,105 @@ fn missing_training_data_says_where_it_was_looked_for() {
         "{e}"
     );
 }
+
+/// `--slurm` without a cluster: the scripts carry the asked resources, the GPU build and
+/// device, the dependencies, and refuse a folder Slurm cannot name.
+#[test]
+fn slurm_scripts_carry_the_cluster_settings() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("jobs");
+    let generate = |dir: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_experiments"))
+            .args(["paper", "--models", "vit-b,deit-s,ar-l", "--quiet"])
+            .arg("--data-root")
+            .arg(d.path().join("data"))
+            .arg("--out")
+            .arg(d.path().join("out"))
+            .arg("--slurm")
+            .arg(dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = generate(
+        &dir,
+        &[
+            "--partition",
+            "gpu",
+            "--account",
+            "lab",
+            "--gpus",
+            "2",
+            "--train-time",
+            "3-00:00:00",
+            "--mem",
+            "90G",
+            "--sbatch-extra=--constraint=a100",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let (build, train, eval, merge, submit) = (
+        read("build.sbatch"),
+        read("train.sbatch"),
+        read("eval.sbatch"),
+        read("merge.sbatch"),
+        read("submit.sh"),
+    );
+    for script in [&build, &train, &eval, &merge] {
+        for line in [
+            "#SBATCH --partition=gpu",
+            "#SBATCH --account=lab",
+            "#SBATCH --mem=90G",
+            "#SBATCH --constraint=a100",
+            "#SBATCH --requeue",
+            "#SBATCH --open-mode=append",
+        ] {
+            assert!(script.contains(line), "{line} missing in\n{script}");
+        }
+    }
+    assert!(build.contains("--features train/cuda,evaluate/cuda,experiments/cuda"));
+    assert!(train.contains("#SBATCH --gres=gpu:2") && eval.contains("#SBATCH --gres=gpu:2"));
+    assert!(!merge.contains("--gres"));
+    assert!(train.contains("#SBATCH --time=3-00:00:00"));
+    assert!(train.contains("#SBATCH --array=0-2") && eval.contains("#SBATCH --array=0-5"));
+    let logs = dir.join("logs");
+    assert!(train.contains(&format!("#SBATCH --output={}/train_%a.out", logs.display())));
+    // One start-or-resume command per task, on the GPU, never through cargo.
+    assert_eq!(
+        train.matches("exec \"$TRAIN\" --resume-or-start ").count(),
+        3
+    );
+    assert_eq!(train.matches("--device cuda").count(), 3);
+    assert_eq!(eval.matches(" --resume").count(), 6);
+    assert!(!train.contains("cargo") && !eval.contains("cargo") && !merge.contains("cargo"));
+    // Finetuned evaluations 0..3 wait for the training task of the same index.
+    assert!(submit
+        .contains("finetuned=$(submit --array=0-2 --dependency=afterok:$build,aftercorr:$train"));
+    assert!(submit.contains("original=$(submit --array=3-5 --dependency=afterok:$build "));
+    assert!(submit.contains("--dependency=afterok:$finetuned:$original"));
+    let tsv = read("tasks.tsv");
+    assert!(
+        tsv.contains("eval.sbatch\t0\tvit-base\tfinetuned\t"),
+        "{tsv}"
+    );
+    assert!(
+        tsv.contains("eval.sbatch\t5\taugreg-large\toriginal\t"),
+        "{tsv}"
+    );
+
+    // CPU jobs: no GPU request, a CPU build.
+    let cpu = d.path().join("cpu");
+    assert!(generate(&cpu, &["--device", "cpu"]).status.success());
+    let build = std::fs::read_to_string(cpu.join("build.sbatch")).unwrap();
+    assert!(!build.contains("--gres") && !build.contains("--features"));
+
+    // A folder Slurm's #SBATCH lines cannot name, and binaries that are not there.
+    let o = generate(&d.path().join("with space"), &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("blanks"));
+    let o = generate(&dir, &["--binaries", d.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--binaries") && e.contains("cargo build"), "{e}");
+}

@@ -311,13 +311,16 @@ fn slurm_scripts_run_end_to_end_and_survive_a_requeue() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .args(["build", "--release", "-p", "train", "-p", "evaluate"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(built.success(), "building train and evaluate failed");
+    // `cargo test --release --workspace` builds them beside this package's binary (for the
+    // train and evaluate tests); building them here would resolve features differently and
+    // rebuild half the workspace.
+    for b in ["train", "evaluate"] {
+        assert!(
+            bin.join(b).is_file(),
+            "{} missing: run `cargo test --release --workspace`, or `cargo build --release -p train -p evaluate` first",
+            bin.join(b).display()
+        );
+    }
 
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("data");
@@ -449,6 +452,19 @@ fn slurm_scripts_run_end_to_end_and_survive_a_requeue() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let slurm_secs = t_slurm.elapsed().as_secs_f64();
+    // When each task (re)started, for the timing report.
+    let mut starts: Vec<String> = std::fs::read_dir(scripts.join("logs"))
+        .unwrap()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.starts_with("== "))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    starts.sort();
+    println!("task starts:\n{}", starts.join("\n"));
     let log =
         |name: &str| std::fs::read_to_string(scripts.join("logs").join(name)).unwrap_or_default();
     let merge_log = log("merge.out");
