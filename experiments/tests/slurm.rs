@@ -420,7 +420,8 @@ fn slurm_scripts_run_end_to_end_and_survive_a_requeue() {
     let start = Instant::now();
     loop {
         let job = cluster.ok(&["scontrol", "show", "job", &format!("{train_job}_0")]);
-        if job.contains("Restarts=1") && !job.contains("JobState=PENDING") {
+        let again = ["JobState=RUNNING", "JobState=COMPLETED"];
+        if job.contains("Restarts=1") && again.iter().any(|st| job.contains(st)) {
             break;
         }
         if job.contains("JobState=PENDING") && job.contains("Reason=BeginTime") {
