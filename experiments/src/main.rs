@@ -22,7 +22,7 @@ enum Cmd {
     /// The whole reproduction: finetune the paper's models, evaluate original and finetuned
     /// weights, regenerate paper_table.md and the charts (or print the jobs for a cluster).
     #[command(after_help = experiments::paper::AFTER_HELP)]
-    Paper(experiments::paper::PaperArgs),
+    Paper(Box<experiments::paper::PaperArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
