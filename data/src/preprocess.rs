@@ -412,7 +412,7 @@ pub fn segtest_transform(img: &RgbImage, size: u32, norm: &Normalization) -> Vec
 }
 
 // ------------------------------------------------------------------------------------------------
-// Single-channel float planes (masks), resized as PyTorch tensors
+// Single-channel float planes (masks), resized as PyTorch tensors, or as PIL for nearest
 
 /// A single-channel f32 image (row-major), e.g. a binary or fractional mask.
 #[derive(Debug, Clone, PartialEq)]
@@ -436,16 +436,22 @@ fn linear_taps(input: u32, output: u32) -> Vec<(usize, usize, f32, f32)> {
         .collect()
 }
 
-/// PyTorch `interpolate(mode='nearest')` source index: `min(floor(d * in/out), in - 1)`.
-fn nearest_index(d: u32, input: u32, output: u32) -> usize {
-    if input == output {
-        d as usize
-    } else if output == 2 * input {
-        (d >> 1) as usize
-    } else {
-        let scale = input as f32 / output as f32;
-        ((d as f32 * scale).floor() as usize).min(input as usize - 1)
-    }
+/// Source indices of PIL's NEAREST resize along one axis (Pillow `ImagingScaleAffine`): the
+/// coordinate starts at `scale / 2` and `scale = in / out` is *added* once per output pixel in
+/// double precision, then truncated. The running sum, not `(d + 0.5)·scale`, decides ties:
+/// for 64 → 224, output 3 lands on 0.9999999999999999, so source 0, where the product gives
+/// 1.0. The index is kept below `in` (PIL would leave a pixel past the edge black, which only
+/// rounding over millions of pixels could reach).
+fn pil_nearest_indices(input: u32, output: u32) -> Vec<usize> {
+    let scale = f64::from(input) / f64::from(output);
+    let mut x = scale * 0.5;
+    (0..output)
+        .map(|_| {
+            let i = (x as usize).min(input as usize - 1);
+            x += scale;
+            i
+        })
+        .collect()
 }
 
 impl Plane {
@@ -485,15 +491,17 @@ impl Plane {
         Plane::new(w, h, out)
     }
 
-    /// PyTorch `interpolate(mode='nearest')`.
-    pub fn resize_nearest(&self, w: u32, h: u32) -> Plane {
-        let mut out = Vec::with_capacity((w * h) as usize);
-        for y in 0..h {
-            let sy = nearest_index(y, self.height, h);
-            for x in 0..w {
-                let sx = nearest_index(x, self.width, w);
-                out.push(self.data[sy * self.width as usize + sx]);
-            }
+    /// PIL's `resize((w, h), Image.NEAREST)`: output pixel d samples source pixel
+    /// ≈ floor((d + 0.5)·in/out), exactly as Pillow rounds it (see `pil_nearest_indices`).
+    /// The official segmentation test resizes its 0/1 ground truth this way, as an 8-bit PIL
+    /// image; the official code never resizes a mask with torch's tensor rule
+    /// (floor(d·in/out)), so that rule has no counterpart here.
+    pub fn resize_nearest_pil(&self, w: u32, h: u32) -> Plane {
+        let xs = pil_nearest_indices(self.width, w);
+        let mut out = Vec::with_capacity(w as usize * h as usize);
+        for sy in pil_nearest_indices(self.height, h) {
+            let row = &self.data[sy * self.width as usize..(sy + 1) * self.width as usize];
+            out.extend(xs.iter().map(|&sx| row[sx]));
         }
         Plane::new(w, h, out)
     }
@@ -584,9 +592,38 @@ mod tests {
         let p = Plane::new(2, 1, vec![0.0, 1.0]);
         let r = p.resize_bilinear(4, 1);
         assert_eq!(r.data, vec![0.0, 0.25, 0.75, 1.0]);
-        let n = Plane::new(3, 1, vec![1.0, 2.0, 3.0]).resize_nearest(2, 1);
-        // scale 1.5: floor(0) = 0, floor(1.5) = 1.
-        assert_eq!(n.data, vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn pil_nearest_indices_match_hand_values() {
+        // 5 → 3: scale 5/3, coordinates 5/6, 15/6, 25/6 → 0, 2, 4 (torch's floor(d·5/3): 0, 1, 3).
+        assert_eq!(pil_nearest_indices(5, 3), vec![0, 2, 4]);
+        // 3 → 5: scale 0.6, coordinates 0.3, 0.9, 1.5, 2.1, 2.7 (torch: 0, 0, 1, 1, 2).
+        assert_eq!(pil_nearest_indices(3, 5), vec![0, 0, 1, 2, 2]);
+        // 7 → 224: scale 1/32 is exact, so each source pixel covers 32 outputs.
+        let up = pil_nearest_indices(7, 224);
+        assert_eq!(up, (0..224).map(|d| d / 32).collect::<Vec<_>>());
+        // 500 → 224: scale 2.232142857…: (d + 0.5)·scale = 1.12, 3.35, 5.58, 7.81, 10.04, 12.28
+        // at the start, 494.20, 496.43, 498.66 at the end.
+        let down = pil_nearest_indices(500, 224);
+        assert_eq!(&down[..6], &[1, 3, 5, 7, 10, 12]);
+        assert_eq!(&down[221..], &[494, 496, 498]);
+        // Same size is the identity.
+        assert_eq!(pil_nearest_indices(4, 4), vec![0, 1, 2, 3]);
+        // 64 → 224: scale 2/7; the running sum reaches 0.9999999999999999 at d = 3, so PIL
+        // samples source 0 there although (3 + 0.5)·2/7 = 1 (likewise at d = 10, 17, 24).
+        let tie = pil_nearest_indices(64, 224);
+        assert_eq!([2, 3, 4, 10, 17, 24].map(|d| tie[d]), [0, 0, 1, 2, 4, 6]);
+    }
+
+    #[test]
+    fn pil_nearest_resize_picks_rows_and_columns() {
+        // 3×2 plane of value 10·y + x, resized to 2×3: columns [0, 2] (scale 1.5: 0.75, 2.25),
+        // rows [0, 1, 1] (scale 2/3: 0.33, 1.0, 1.67).
+        let p = Plane::new(3, 2, vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0]);
+        let r = p.resize_nearest_pil(2, 3);
+        assert_eq!((r.width, r.height), (2, 3));
+        assert_eq!(r.data, vec![0.0, 2.0, 10.0, 12.0, 10.0, 12.0]);
     }
 
     #[test]

@@ -133,7 +133,7 @@ fn mask_transform(name: &str, m: &Plane) -> Plane {
         "binary" => m.clone(),
         "paper_val" => m.resize_shorter_bilinear(256).center_crop(224, 224),
         "train_resize256x256" => m.resize_bilinear(256, 256),
-        "segtest_224x224_nearest" => m.resize_nearest(224, 224),
+        "segtest_224x224_pil_nearest" => m.resize_nearest_pil(224, 224),
         other => panic!("unknown mask transform {other:?}"),
     }
 }

@@ -42,6 +42,7 @@ pub enum ProtocolChoice {
     Paper,
     /// Each benchmark's own protocol and each model's own preprocessing.
     Official,
+    /// Paper, then official.
     Both,
 }
 
@@ -62,7 +63,9 @@ impl ProtocolChoice {
 /// and always run in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
+    /// Single precision (the reference numbers).
     F32,
+    /// bfloat16 weights and activations (GPUs).
     Bf16,
 }
 
@@ -156,7 +159,8 @@ fn parse_explainer(s: &str) -> Result<Explainer, String> {
 #[command(
     name = "evaluate",
     about = "Robustness accuracy and relevance segmentation tests of RobustViT models, into merged CSV tables, a paper comparison table and charts",
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    version = report::version(env!("CARGO_PKG_VERSION"))
 )]
 pub struct EvalArgs {
     /// What to run: all, robustness, segmentation, si-score, or dataset names (comma separated).
@@ -240,7 +244,8 @@ pub struct EvalArgs {
     /// Image decoding threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// cpu, cuda or auto.
+    /// cpu, cuda or auto (the GPU when built with --features cuda and one is present, else the
+    /// CPU; the first lines of the output say which and why).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Inference precision of the classification suite (bf16: for GPUs; relevance maps stay f32).
@@ -250,7 +255,7 @@ pub struct EvalArgs {
     /// experiments/settings/paper_results.csv built into the binary).
     #[arg(long)]
     pub paper_results: Option<PathBuf>,
-    /// No progress bars.
+    /// No progress bars or progress lines, no `reproduce with` line.
     #[arg(long)]
     pub quiet: bool,
     /// Keep the datasets whose rows --out's tables already hold for the same weights (model,

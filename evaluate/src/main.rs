@@ -2,5 +2,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     model::keep_freed_memory();
-    evaluate::run(&<evaluate::EvalArgs as clap::Parser>::parse()).map(|_| ())
+    let args = <evaluate::EvalArgs as clap::Parser>::parse();
+    report::note(format!(
+        "evaluate {}",
+        report::version(env!("CARGO_PKG_VERSION"))
+    ));
+    evaluate::run(&args).map(|_| ())
 }

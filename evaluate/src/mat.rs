@@ -9,12 +9,13 @@
 //!   reference dataset, whose element [0, 0] points at the mask stored as (W, H)
 //!   → (H, W) with 0 = background and 1 = foreground.
 //!
-//! Linking needs the HDF5 C library (Debian/Ubuntu: `apt-get install libhdf5-dev`).
+//! HDF5 is read with the pure-Rust `hdf5-pure` crate, so no system library is needed.
+//! The file may be damaged or not what it claims: every size it declares is checked
+//! against the file's length before anything is allocated for it.
 
 use std::path::{Path, PathBuf};
 
-use hdf5::{Dataset, File, Location, ObjectReference1, ReferencedObject};
-use hdf5_metno as hdf5;
+use hdf5_pure::{AttrValue, DType, Dataset, File, FileBuilder, Object};
 use image::{GrayImage, RgbImage};
 use thiserror::Error;
 
@@ -24,15 +25,32 @@ pub const GTSEGS_URL: &str = "http://calvin-vision.net/bigstuff/proj-imagenet/da
 const EXPECTED: &str = "expected MATLAB v7.3 gtsegs_ijcv.mat with /value/img and /value/gt \
                         (object references of shape (N, 1))";
 
+/// The largest factor by which deflate can shrink data; a compressed array declaring more
+/// than this times the file's length cannot be genuine.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// MATLAB's MAT-file header at the head of the user block (text, then version 0x0200 and the
+/// "IM" endianness mark at bytes 124..128), so that MATLAB recognises the written files.
+fn matlab_header() -> Vec<u8> {
+    let mut h = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".to_vec();
+    h.resize(116, b' ');
+    h.extend_from_slice(&[0; 8]);
+    h.extend_from_slice(&[0x00, 0x02, b'I', b'M']);
+    h
+}
+
 /// Why the dataset file or one of its entries could not be read.
 #[derive(Debug, Error)]
 pub enum MatError {
     #[error("{} does not exist; download ImageNet-Segmentation from {GTSEGS_URL}", .path.display())]
     NotFound { path: PathBuf },
-    #[error("cannot open {} as HDF5 ({source}); {EXPECTED}", .path.display())]
-    Open { path: PathBuf, source: hdf5::Error },
+    #[error("cannot open {} as HDF5 ({reason}); {EXPECTED}", .path.display())]
+    Open { path: PathBuf, reason: String },
     #[error("{}: {what}; {EXPECTED}", .path.display())]
     Layout { path: PathBuf, what: String },
+    #[error("{}: holds no image (/value/img and /value/gt have 0 entries); download the full \
+             file from {GTSEGS_URL}", .path.display())]
+    Empty { path: PathBuf },
     #[error("{}: entry {index}: {what}; {EXPECTED}", .path.display())]
     Entry {
         path: PathBuf,
@@ -45,8 +63,8 @@ pub enum MatError {
         index: usize,
         len: usize,
     },
-    #[error("writing {}: {source}", .path.display())]
-    Write { path: PathBuf, source: hdf5::Error },
+    #[error("writing {}: {reason}", .path.display())]
+    Write { path: PathBuf, reason: String },
 }
 
 /// One image with its ground-truth mask, both at the original resolution.
@@ -60,48 +78,58 @@ pub struct Sample {
 /// An open `gtsegs_ijcv.mat`; entries are read on demand.
 pub struct GtSegs {
     path: PathBuf,
-    file: File,
-    img_refs: Vec<ObjectReference1>,
-    gt_refs: Vec<ObjectReference1>,
+    /// Length of the file: the bound on every array size it declares.
+    file_len: u64,
+    /// What `/value/img` row i points at.
+    images: Vec<Object>,
+    /// What `/value/gt` row i points at (a 1×1 cell of one more reference).
+    cells: Vec<Object>,
 }
 
 impl std::fmt::Debug for GtSegs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GtSegs")
             .field("path", &self.path)
-            .field("len", &self.img_refs.len())
+            .field("len", &self.images.len())
             .finish()
     }
 }
 
 impl GtSegs {
-    /// Opens the file and reads the two reference tables (not the images).
+    /// Opens the file and resolves the two reference tables (not the images).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, MatError> {
         let path = path.as_ref().to_owned();
         if !path.exists() {
             return Err(MatError::NotFound { path });
         }
-        let file = File::open(&path).map_err(|source| MatError::Open {
+        let open_err = |reason: String| MatError::Open {
             path: path.clone(),
-            source,
-        })?;
-        let img_refs = read_ref_column(&file, "value/img", &path)?;
-        let gt_refs = read_ref_column(&file, "value/gt", &path)?;
-        if img_refs.len() != gt_refs.len() {
+            reason,
+        };
+        let file_len = std::fs::metadata(&path)
+            .map_err(|e| open_err(e.to_string()))?
+            .len();
+        let file = File::open(&path).map_err(|e| open_err(e.to_string()))?;
+        let images = read_ref_column(&file, "value/img", &path, file_len)?;
+        let cells = read_ref_column(&file, "value/gt", &path, file_len)?;
+        if images.len() != cells.len() {
             return Err(MatError::Layout {
                 path,
                 what: format!(
                     "/value/img has {} entries but /value/gt has {}",
-                    img_refs.len(),
-                    gt_refs.len()
+                    images.len(),
+                    cells.len()
                 ),
             });
         }
+        if images.is_empty() {
+            return Err(MatError::Empty { path });
+        }
         Ok(Self {
             path,
-            file,
-            img_refs,
-            gt_refs,
+            file_len,
+            images,
+            cells,
         })
     }
 
@@ -112,15 +140,17 @@ impl GtSegs {
 
     /// Number of images (4,276 for the published file).
     pub fn len(&self) -> usize {
-        self.img_refs.len()
+        self.images.len()
     }
 
-    /// Whether the file holds no image.
+    /// Whether the file holds no image (never true of an opened file: [`GtSegs::open`]
+    /// refuses one).
     pub fn is_empty(&self) -> bool {
-        self.img_refs.is_empty()
+        self.images.is_empty()
     }
 
-    /// Reads entry `index`: the RGB image and its mask.
+    /// Reads entry `index`: the RGB image and its mask. A mask of another size than its
+    /// image, or with values other than 0 and 1, is an error of this entry only.
     pub fn get(&self, index: usize) -> Result<Sample, MatError> {
         if index >= self.len() {
             return Err(MatError::OutOfRange {
@@ -135,25 +165,32 @@ impl GtSegs {
             what,
         };
 
-        let img = deref_dataset(&self.file, &self.img_refs[index])
-            .map_err(|e| entry(format!("/value/img: {e}")))?;
-        let image = read_image(&img).map_err(|e| entry(format!("image {}: {e}", img.name())))?;
+        let img = as_dataset(&self.images[index]).map_err(|e| entry(format!("/value/img: {e}")))?;
+        let image = read_image(img, self.file_len).map_err(|e| entry(format!("image: {e}")))?;
 
-        let cell = deref_dataset(&self.file, &self.gt_refs[index])
-            .map_err(|e| entry(format!("/value/gt: {e}")))?;
-        let inner = cell.read_raw::<ObjectReference1>().map_err(|e| {
-            entry(format!(
-                "mask cell {} is not a reference array: {e}",
-                cell.name()
-            ))
-        })?;
+        let cell = as_dataset(&self.cells[index]).map_err(|e| entry(format!("/value/gt: {e}")))?;
+        let inner =
+            dereference(cell, self.file_len).map_err(|e| entry(format!("mask cell: {e}")))?;
         let first = inner
             .first()
-            .ok_or_else(|| entry(format!("mask cell {} is empty", cell.name())))?;
-        let mask_ds = deref_dataset(&self.file, first)
-            .map_err(|e| entry(format!("mask cell {}: {e}", cell.name())))?;
-        let mask =
-            read_mask(&mask_ds).map_err(|e| entry(format!("mask {}: {e}", mask_ds.name())))?;
+            .ok_or_else(|| entry("mask cell is empty".into()))?;
+        let mask_ds = as_dataset(first).map_err(|e| entry(format!("mask cell: {e}")))?;
+        let mask = read_mask(mask_ds, self.file_len).map_err(|e| entry(format!("mask: {e}")))?;
+        if mask.dimensions() != image.dimensions() {
+            return Err(entry(format!(
+                "mask is {}×{} but its image is {}×{}",
+                mask.width(),
+                mask.height(),
+                image.width(),
+                image.height()
+            )));
+        }
+        if let Some(v) = mask.as_raw().iter().find(|&&v| v > 1) {
+            let n = mask.as_raw().iter().filter(|&&v| v > 1).count();
+            return Err(entry(format!(
+                "mask holds {v} at {n} pixel(s); masks must be 0 (background) or 1 (foreground)"
+            )));
+        }
         Ok(Sample { image, mask })
     }
 }
@@ -162,7 +199,8 @@ fn read_ref_column(
     file: &File,
     name: &str,
     path: &Path,
-) -> Result<Vec<ObjectReference1>, MatError> {
+    file_len: u64,
+) -> Result<Vec<Object>, MatError> {
     let layout = |what: String| MatError::Layout {
         path: path.to_owned(),
         what,
@@ -170,33 +208,87 @@ fn read_ref_column(
     let ds = file
         .dataset(name)
         .map_err(|e| layout(format!("no dataset /{name} ({e})")))?;
-    let shape = ds.shape();
+    let shape = ds
+        .shape()
+        .map_err(|e| layout(format!("/{name}: unreadable shape ({e})")))?;
     let column = matches!(shape.as_slice(), [_] | [_, 1] | [1, _]);
     if !column {
         return Err(layout(format!("/{name} has shape {shape:?}, not (N, 1)")));
     }
-    ds.read_raw::<ObjectReference1>()
-        .map_err(|e| layout(format!("/{name} does not hold object references ({e})")))
+    dereference(&ds, file_len).map_err(|e| layout(format!("/{name}: {e}")))
 }
 
-fn deref_dataset(loc: &Location, r: &ObjectReference1) -> Result<Dataset, String> {
-    match loc.dereference(r) {
-        Ok(ReferencedObject::Dataset(ds)) => Ok(ds),
-        Ok(other) => Err(format!("reference points at {other:?}, not a dataset")),
-        Err(e) => Err(format!("dangling reference ({e})")),
+/// The objects a reference array points at, after checking that it is one and that its
+/// declared size fits in the file.
+fn dereference(ds: &Dataset, file_len: u64) -> Result<Vec<Object>, String> {
+    match ds.dtype() {
+        Ok(DType::ObjectReference) => {}
+        Ok(other) => return Err(format!("holds {other}, not object references")),
+        Err(e) => return Err(format!("unreadable datatype ({e})")),
+    }
+    let shape = ds.shape().map_err(|e| format!("unreadable shape ({e})"))?;
+    checked_bytes(ds, &shape, 8, file_len)?;
+    ds.dereference()
+        .map_err(|e| format!("unresolvable object reference ({e})"))
+}
+
+fn as_dataset(o: &Object) -> Result<&Dataset, String> {
+    match o {
+        Object::Dataset(ds) => Ok(ds),
+        Object::Group(_) => Err("reference points at a group, not an array".into()),
+        _ => Err("reference points at neither a group nor an array".into()),
     }
 }
 
-/// (3, W, H) colour or (W, H) grey → H×W RGB. Any numeric type is converted to u8 by HDF5.
-fn read_image(ds: &Dataset) -> Result<RgbImage, String> {
-    let shape = ds.shape();
+/// Size in bytes of an array of `shape` with `elem`-byte elements, refused when the file
+/// cannot hold it (deflate-compressed arrays may be up to [`MAX_DEFLATE_RATIO`] times larger).
+fn checked_bytes(ds: &Dataset, shape: &[u64], elem: u64, file_len: u64) -> Result<usize, String> {
+    let bytes = shape
+        .iter()
+        .try_fold(elem, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("declared shape {shape:?} overflows"))?;
+    let limit = if ds.filters().is_empty() {
+        file_len
+    } else {
+        file_len.saturating_mul(MAX_DEFLATE_RATIO)
+    };
+    if bytes > limit {
+        return Err(format!(
+            "declared shape {shape:?} needs {bytes} bytes, more than a {file_len}-byte file holds"
+        ));
+    }
+    usize::try_from(bytes).map_err(|_| format!("declared shape {shape:?} is too large"))
+}
+
+/// The bytes and shape of a uint8 array (MATLAB `uint8` or `logical`).
+fn read_u8_array(ds: &Dataset, file_len: u64) -> Result<(Vec<usize>, Vec<u8>), String> {
+    match ds.dtype() {
+        Ok(DType::U8) => {}
+        Ok(other) => return Err(format!("stored as {other}, not uint8")),
+        Err(e) => return Err(format!("unreadable datatype ({e})")),
+    }
+    let shape = ds.shape().map_err(|e| format!("unreadable shape ({e})"))?;
+    let n = checked_bytes(ds, &shape, 1, file_len)?;
     let data = ds
-        .read_raw::<u8>()
-        .map_err(|e| format!("not a numeric array ({e})"))?;
-    let (channels, w, h) = match shape.as_slice() {
-        &[3, w, h] => (3, w, h),
-        &[w, h] => (1, w, h),
-        s => return Err(format!("shape {s:?}, expected (3, W, H)")),
+        .read_raw()
+        .map_err(|e| format!("unreadable data ({e})"))?;
+    if data.len() != n {
+        return Err(format!(
+            "shape {shape:?} declares {n} bytes but {} were read",
+            data.len()
+        ));
+    }
+    // Each dimension is at most n, which fits in usize.
+    Ok((shape.iter().map(|&d| d as usize).collect(), data))
+}
+
+/// (3, W, H) colour or (W, H) grey → H×W RGB.
+fn read_image(ds: &Dataset, file_len: u64) -> Result<RgbImage, String> {
+    let (shape, data) = read_u8_array(ds, file_len)?;
+    let (channels, w, h) = match *shape.as_slice() {
+        [3, w, h] => (3, w, h),
+        [w, h] => (1, w, h),
+        ref s => return Err(format!("shape {s:?}, expected (3, W, H)")),
     };
     let (w32, h32) = dims_u32(w, h)?;
     let plane = w * h;
@@ -211,14 +303,11 @@ fn read_image(ds: &Dataset) -> Result<RgbImage, String> {
 }
 
 /// (W, H) → H×W mask.
-fn read_mask(ds: &Dataset) -> Result<GrayImage, String> {
-    let shape = ds.shape();
-    let &[w, h] = shape.as_slice() else {
+fn read_mask(ds: &Dataset, file_len: u64) -> Result<GrayImage, String> {
+    let (shape, data) = read_u8_array(ds, file_len)?;
+    let [w, h] = *shape.as_slice() else {
         return Err(format!("shape {shape:?}, expected (W, H)"));
     };
-    let data = ds
-        .read_raw::<u8>()
-        .map_err(|e| format!("not a numeric array ({e})"))?;
     let (w32, h32) = dims_u32(w, h)?;
     Ok(GrayImage::from_fn(w32, h32, |x, y| {
         image::Luma([data[x as usize * h + y as usize]])
@@ -232,21 +321,18 @@ fn dims_u32(w: usize, h: usize) -> Result<(u32, u32), String> {
     }
 }
 
-/// Writes `samples` in the layout of `gtsegs_ijcv.mat` (512-byte user block, arrays
-/// under `/#refs#`, reference tables under `/value`), so that the reader and the
-/// evaluation pipeline can be exercised without the 4,276-image original.
+/// Writes `samples` in the layout of `gtsegs_ijcv.mat` (512-byte user block with MATLAB's
+/// header, arrays under `/#refs#` with their `MATLAB_class`, reference tables under `/value`),
+/// so that the reader and the evaluation pipeline can be exercised without the 4,276-image
+/// original. The file is written atomically.
 pub fn write_gtsegs(path: &Path, samples: &[Sample]) -> Result<(), MatError> {
-    let werr = |source| MatError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::with_options()
-        .with_fcpl(|p| p.userblock(512))
-        .create(path)
-        .map_err(werr)?;
-    let refs = file.create_group("#refs#").map_err(werr)?;
-    let mut img_refs = Vec::with_capacity(samples.len());
-    let mut gt_refs = Vec::with_capacity(samples.len());
+    let class = |name: &str| AttrValue::AsciiString(name.into());
+    let mut b = FileBuilder::new();
+    b.with_userblock(512);
+    b.with_userblock_content(&matlab_header());
+    let mut refs = b.create_group("#refs#");
+    let mut img_paths = Vec::with_capacity(samples.len());
+    let mut cell_paths = Vec::with_capacity(samples.len());
     for (i, s) in samples.iter().enumerate() {
         let (w, h) = (s.image.width() as usize, s.image.height() as usize);
         let mut img = vec![0u8; 3 * w * h];
@@ -255,54 +341,57 @@ pub fn write_gtsegs(path: &Path, samples: &[Sample]) -> Result<(), MatError> {
                 img[c * w * h + x as usize * h + y as usize] = p[c];
             }
         }
-        let name = format!("img{i}");
-        refs.new_dataset::<u8>()
-            .shape((3, w, h))
-            .create(name.as_str())
-            .and_then(|ds| ds.write_raw(img.as_slice()))
-            .map_err(werr)?;
-        img_refs.push(refs.reference::<ObjectReference1>(&name).map_err(werr)?);
+        refs.create_dataset(&format!("img{i}"))
+            .with_u8_data(&img)
+            .with_shape(&[3, w as u64, h as u64])
+            .set_attr("MATLAB_class", class("uint8"));
 
         let (mw, mh) = (s.mask.width() as usize, s.mask.height() as usize);
         let mut mask = vec![0u8; mw * mh];
         for (x, y, p) in s.mask.enumerate_pixels() {
             mask[x as usize * mh + y as usize] = p[0];
         }
-        let mask_name = format!("mask{i}");
-        refs.new_dataset::<u8>()
-            .shape((mw, mh))
-            .create(mask_name.as_str())
-            .and_then(|ds| ds.write_raw(mask.as_slice()))
-            .map_err(werr)?;
-        let mask_ref = refs
-            .reference::<ObjectReference1>(&mask_name)
-            .map_err(werr)?;
-        let cell_name = format!("cell{i}");
-        refs.new_dataset::<ObjectReference1>()
-            .shape((1, 1))
-            .create(cell_name.as_str())
-            .and_then(|ds| ds.write_raw(&[mask_ref][..]))
-            .map_err(werr)?;
-        gt_refs.push(
-            refs.reference::<ObjectReference1>(&cell_name)
-                .map_err(werr)?,
-        );
+        refs.create_dataset(&format!("mask{i}"))
+            .with_u8_data(&mask)
+            .with_shape(&[mw as u64, mh as u64])
+            .set_attr("MATLAB_class", class("uint8"));
+        let mask_path = format!("#refs#/mask{i}");
+        refs.create_dataset(&format!("cell{i}"))
+            .with_path_references(&[mask_path.as_str()])
+            .with_shape(&[1, 1])
+            .set_attr("MATLAB_class", class("cell"));
+        img_paths.push(format!("#refs#/img{i}"));
+        cell_paths.push(format!("#refs#/cell{i}"));
     }
-    let value = file.create_group("value").map_err(werr)?;
-    for (name, table) in [("img", &img_refs), ("gt", &gt_refs)] {
+    b.add_group(refs.finish());
+    let mut value = b.create_group("value");
+    value.set_attr("MATLAB_class", class("struct"));
+    for (name, table) in [("img", &img_paths), ("gt", &cell_paths)] {
+        let table: Vec<&str> = table.iter().map(String::as_str).collect();
         value
-            .new_dataset::<ObjectReference1>()
-            .shape((table.len(), 1))
-            .create(name)
-            .and_then(|ds| ds.write_raw(table.as_slice()))
-            .map_err(werr)?;
+            .create_dataset(name)
+            .with_path_references(&table)
+            .with_shape(&[table.len() as u64, 1])
+            .set_attr("MATLAB_class", class("cell"));
     }
-    Ok(())
+    b.add_group(value.finish());
+    let werr = |reason: String| MatError::Write {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = b.finish().map_err(|e| werr(e.to_string()))?;
+    model::weights::write_atomic(path, &bytes).map_err(|e| werr(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/gtsegs")
+            .join(name)
+    }
 
     /// Distinct pixel values so that any axis mix-up shows.
     fn sample(w: u32, h: u32, seed: u8) -> Sample {
@@ -314,97 +403,79 @@ mod tests {
         Sample { image, mask }
     }
 
-    #[test]
-    fn round_trip_of_three_differently_sized_images() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gtsegs_ijcv.mat");
-        let samples = [sample(5, 3, 1), sample(2, 7, 2), sample(4, 4, 3)];
-        write_gtsegs(&path, &samples).unwrap();
+    /// The formulas of `make_gtsegs.py`.
+    fn fixture_pixel(i: u32, c: u32, x: u32, y: u32) -> u8 {
+        ((97 * c + 13 * y + 29 * x + 7 * i) % 256) as u8
+    }
 
-        let ds = GtSegs::open(&path).unwrap();
-        assert_eq!(ds.len(), 3);
-        for (i, want) in samples.iter().enumerate() {
-            let got = ds.get(i).unwrap();
-            assert_eq!(got.image.dimensions(), want.image.dimensions());
-            assert_eq!(got, *want, "entry {i}");
+    fn fixture_mask(i: u32, x: u32, y: u32) -> u8 {
+        u8::from((x + 2 * y + i).is_multiple_of(3))
+    }
+
+    #[test]
+    fn h5py_written_file_is_read_value_for_value() {
+        let ds = GtSegs::open(fixture("gtsegs_small.mat")).unwrap();
+        // (height, width, colour) as in make_gtsegs.py; entry 1 is deflate-compressed.
+        let entries = [(3, 5, true), (7, 2, true), (4, 6, false), (6, 4, true)];
+        assert_eq!(ds.len(), entries.len());
+        for (i, &(h, w, colour)) in entries.iter().enumerate() {
+            let i32 = i as u32;
+            let s = ds.get(i).unwrap();
+            assert_eq!(s.image.dimensions(), (w, h), "entry {i}");
+            assert_eq!(s.mask.dimensions(), (w, h), "entry {i}");
+            for (x, y, p) in s.image.enumerate_pixels() {
+                let want: [u8; 3] = if colour {
+                    [0, 1, 2].map(|c| fixture_pixel(i32, c, x, y))
+                } else {
+                    [fixture_pixel(i32, 0, x, y); 3]
+                };
+                assert_eq!(p.0, want, "entry {i} pixel ({x}, {y})");
+            }
+            for (x, y, p) in s.mask.enumerate_pixels() {
+                assert_eq!(p.0, [fixture_mask(i32, x, y)], "entry {i} mask ({x}, {y})");
+            }
         }
-        // Spot-check one pixel by hand: entry 0 (W 5, H 3) at x 4, y 2:
-        // v = 4·7 + 2·31 = 90 -> [91, 90 ^ 0x55 = 15, 4·13 + 2 = 54]; mask x > y -> 1.
+        // By hand: entry 0 at x 4, y 2: 13·2 + 29·4 = 142 → [142, 239, 336 mod 256 = 80];
+        // mask (4 + 4) mod 3 ≠ 0 → 0, at x 1, y 1: (1 + 2) mod 3 = 0 → 1.
         let s = ds.get(0).unwrap();
-        assert_eq!(s.image.get_pixel(4, 2).0, [91, 15, 54]);
-        assert_eq!(s.mask.get_pixel(4, 2).0, [1]);
-        assert_eq!(s.mask.get_pixel(1, 2).0, [0]);
+        assert_eq!(s.image.get_pixel(4, 2).0, [142, 239, 80]);
+        assert_eq!(s.mask.get_pixel(4, 2).0, [0]);
+        assert_eq!(s.mask.get_pixel(1, 1).0, [1]);
         assert!(matches!(
-            ds.get(3),
+            ds.get(4),
             Err(MatError::OutOfRange {
-                index: 3,
-                len: 3,
+                index: 4,
+                len: 4,
                 ..
             })
         ));
     }
 
     #[test]
-    fn stored_layout_is_channel_width_height() {
-        // Writes the (3, W, H) array by hand to pin the axis convention independently
-        // of write_gtsegs: value at [c][x][y] = 100·c + 10·x + y.
+    fn round_trip_of_three_differently_sized_images() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("layout.mat");
-        let (w, h) = (3usize, 2usize);
-        {
-            let f = File::create(&path).unwrap();
-            let refs = f.create_group("#refs#").unwrap();
-            let data: Vec<u8> = (0..3)
-                .flat_map(|c| {
-                    (0..w).flat_map(move |x| (0..h).map(move |y| (100 * c + 10 * x + y) as u8))
-                })
-                .collect();
-            refs.new_dataset::<u8>()
-                .shape((3, w, h))
-                .create("a")
-                .unwrap()
-                .write_raw(data.as_slice())
-                .unwrap();
-            // Mask (W, H): value [x][y] = 1 only at x 2, y 0.
-            let mask: Vec<u8> = (0..w)
-                .flat_map(|x| (0..h).map(move |y| u8::from(x == 2 && y == 0)))
-                .collect();
-            refs.new_dataset::<u8>()
-                .shape((w, h))
-                .create("m")
-                .unwrap()
-                .write_raw(mask.as_slice())
-                .unwrap();
-            let m = refs.reference::<ObjectReference1>("m").unwrap();
-            refs.new_dataset::<ObjectReference1>()
-                .shape((1, 1))
-                .create("c")
-                .unwrap()
-                .write_raw(&[m][..])
-                .unwrap();
-            let value = f.create_group("value").unwrap();
-            let a = refs.reference::<ObjectReference1>("a").unwrap();
-            let c = refs.reference::<ObjectReference1>("c").unwrap();
-            value
-                .new_dataset::<ObjectReference1>()
-                .shape((1, 1))
-                .create("img")
-                .unwrap()
-                .write_raw(&[a][..])
-                .unwrap();
-            value
-                .new_dataset::<ObjectReference1>()
-                .shape((1, 1))
-                .create("gt")
-                .unwrap()
-                .write_raw(&[c][..])
-                .unwrap();
+        let path = dir.path().join("gtsegs_ijcv.mat");
+        let samples = [sample(5, 3, 1), sample(2, 7, 2), sample(4, 4, 3)];
+        write_gtsegs(&path, &samples).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(b"MATLAB 7.3 MAT-file"));
+        assert_eq!(&bytes[124..128], b"\x00\x02IM");
+        assert_eq!(
+            &bytes[512..516],
+            b"\x89HDF",
+            "HDF5 after the 512-byte user block"
+        );
+
+        let ds = GtSegs::open(&path).unwrap();
+        assert_eq!(ds.len(), 3);
+        for (i, want) in samples.iter().enumerate() {
+            assert_eq!(ds.get(i).unwrap(), *want, "entry {i}");
         }
-        let s = GtSegs::open(&path).unwrap().get(0).unwrap();
-        assert_eq!(s.image.dimensions(), (3, 2));
-        assert_eq!(s.image.get_pixel(2, 1).0, [21, 121, 221]);
-        assert_eq!(s.image.get_pixel(0, 1).0, [1, 101, 201]);
-        assert_eq!(s.mask.as_raw(), &vec![0, 0, 1, 0, 0, 0]);
+        // Entry 0 (W 5, H 3) at x 4, y 2: v = 4·7 + 2·31 = 90 → [91, 90 ^ 0x55 = 15, 54].
+        let s = ds.get(0).unwrap();
+        assert_eq!(s.image.get_pixel(4, 2).0, [91, 15, 54]);
+        assert_eq!(s.mask.get_pixel(4, 2).0, [1]);
+        assert_eq!(s.mask.get_pixel(1, 2).0, [0]);
     }
 
     #[test]
@@ -442,19 +513,137 @@ mod tests {
         let not_hdf5 = dir.path().join("v5.mat");
         std::fs::write(&not_hdf5, b"MATLAB 5.0 MAT-file, not HDF5").unwrap();
         let err = GtSegs::open(&not_hdf5).unwrap_err();
-        assert!(matches!(err, MatError::Open { .. }));
+        assert!(matches!(err, MatError::Open { .. }), "{err}");
         let msg = err.to_string();
         assert!(
             msg.contains("v5.mat") && msg.contains("MATLAB v7.3"),
             "{msg}"
         );
 
-        let wrong = dir.path().join("wrong.mat");
-        File::create(&wrong).unwrap().create_group("value").unwrap();
-        let msg = GtSegs::open(&wrong).unwrap_err().to_string();
+        let err = GtSegs::open(fixture("gtsegs_no_gt.mat")).unwrap_err();
+        assert!(matches!(err, MatError::Layout { .. }), "{err}");
+        let msg = err.to_string();
         assert!(
-            msg.contains("wrong.mat") && msg.contains("/value/img"),
+            msg.contains("gtsegs_no_gt.mat") && msg.contains("no dataset /value/gt"),
             "{msg}"
         );
+
+        let err = GtSegs::open(fixture("gtsegs_not_refs.mat")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gtsegs_not_refs.mat")
+                && msg.contains("/value/img")
+                && msg.contains("not object references"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_entries_is_an_error_naming_it() {
+        let err = GtSegs::open(fixture("gtsegs_empty.mat")).unwrap_err();
+        assert!(matches!(err, MatError::Empty { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gtsegs_empty.mat") && msg.contains("0 entries"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_is_an_error_of_that_entry_only() {
+        let ds = GtSegs::open(fixture("gtsegs_bad_entries.mat")).unwrap();
+        assert_eq!(ds.len(), 7);
+        assert_eq!(ds.get(0).unwrap().image.dimensions(), (5, 3));
+        assert_eq!(ds.get(5).unwrap().mask.dimensions(), (4, 2));
+        let wants: [(usize, &str); 5] = [
+            (1, "mask holds 255 at 4 pixel(s)"),
+            (2, "image: stored as f64, not uint8"),
+            (3, "mask cell is empty"),
+            (4, "mask is 3×2 but its image is 3×3"),
+            (6, "not uint8"),
+        ];
+        for (index, want) in wants {
+            let err = ds.get(index).unwrap_err();
+            assert!(
+                matches!(err, MatError::Entry { index: i, .. } if i == index),
+                "{err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("gtsegs_bad_entries.mat")
+                    && msg.contains(&format!("entry {index}:"))
+                    && msg.contains(want),
+                "entry {index}: {msg}"
+            );
+        }
+    }
+
+    /// Position of the dataspace dims `(3, 5, 3)` of entry 0's image in the fixture.
+    fn find_dims(bytes: &[u8], dims: &[u64]) -> usize {
+        let pat: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        bytes
+            .windows(pat.len())
+            .position(|w| w == pat.as_slice())
+            .expect("dims in the fixture")
+    }
+
+    #[test]
+    fn a_huge_declared_size_is_refused_before_allocating() {
+        let mut bytes = std::fs::read(fixture("gtsegs_small.mat")).unwrap();
+        let at = find_dims(&bytes, &[3, 5, 3]);
+        bytes[at + 8..at + 16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.mat");
+        std::fs::write(&path, &bytes).unwrap();
+        let ds = GtSegs::open(&path).unwrap();
+        let msg = ds.get(0).unwrap_err().to_string();
+        assert!(
+            msg.contains("huge.mat") && msg.contains("entry 0:") && msg.contains("more than"),
+            "{msg}"
+        );
+        assert_eq!(ds.get(1).unwrap().image.dimensions(), (2, 7));
+    }
+
+    /// Opens a corrupted copy and reads every entry, catching a panic.
+    fn read_all(path: &Path) -> std::thread::Result<usize> {
+        std::panic::catch_unwind(|| match GtSegs::open(path) {
+            Ok(ds) => (0..ds.len()).filter(|&i| ds.get(i).is_ok()).count(),
+            Err(_) => 0,
+        })
+    }
+
+    #[test]
+    fn corrupted_files_give_a_typed_error_never_a_panic() {
+        let good = std::fs::read(fixture("gtsegs_small.mat")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corrupt.mat");
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        for cut in (0..good.len()).step_by(61) {
+            cases.push((format!("truncated at {cut}"), good[..cut].to_vec()));
+        }
+        for at in (512..good.len()).step_by(37) {
+            let mut b = good.clone();
+            b[at] ^= 0xff;
+            cases.push((format!("byte {at} flipped"), b));
+            let mut b = good.clone();
+            let end = (at + 8).min(b.len());
+            b[at..end].fill(0xff);
+            cases.push((format!("bytes {at}.. set to 0xff"), b));
+        }
+        let mut panics = Vec::new();
+        let mut fully_read = 0;
+        for (what, bytes) in &cases {
+            std::fs::write(&path, bytes).unwrap();
+            match read_all(&path) {
+                Ok(4) => fully_read += 1,
+                Ok(_) => {}
+                Err(_) => panics.push(what.clone()),
+            }
+        }
+        assert!(panics.is_empty(), "panicked on: {panics:?}");
+        // Sanity: the untouched file reads fully and the cases are many.
+        assert_eq!(read_all(&fixture("gtsegs_small.mat")).unwrap(), 4);
+        assert!(cases.len() > 1000, "{}", cases.len());
+        assert!(fully_read < cases.len(), "no corruption was noticed");
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
@@ -284,47 +284,14 @@ pub fn sha256_prefix(path: &Path) -> Result<String, ResultsError> {
 
 /// `YYYY-MM-DD` (UTC) of a time, for the `date` column.
 pub fn utc_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    // Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    report::utc_timestamp(t)[..10].to_owned()
 }
 
-/// Short commit hash of the repository containing `dir`, with `-dirty` appended when
-/// tracked files are modified; `unknown` outside a git checkout. Lets a result row be
-/// traced back to the code that produced it.
-pub fn git_rev(dir: &Path) -> String {
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match run(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(rev) if !rev.is_empty() => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{rev}-dirty")
-            } else {
-                rev
-            }
-        }
-        _ => "unknown".to_owned(),
-    }
+/// The revision of the code that produced a result row: baked into the binary at build time
+/// (short commit hash, `-dirty` when tracked files were modified, `unknown` outside a git
+/// checkout), so a copied binary or one built before a `git pull` records its own.
+pub fn git_rev() -> String {
+    report::REVISION.to_owned()
 }
 
 /// Writes `text` to `path` atomically (temporary file in the same folder, then rename);
@@ -536,7 +503,7 @@ mod tests {
 
     #[test]
     fn utc_date_of_known_instants() {
-        let at = |s: u64| utc_date(UNIX_EPOCH + std::time::Duration::from_secs(s));
+        let at = |s: u64| utc_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         assert_eq!(at(0), "1970-01-01");
         // 2000-02-29T12:00:00Z = 951825600.
         assert_eq!(at(951_825_600), "2000-02-29");

@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use data::loader::{Loader, LoaderOptions};
 use data::{EvalSource, Protocol, SampleSource};
-use indicatif::{ProgressBar, ProgressStyle};
 use model::{HubOptions, LoadedModel, WeightsSource};
 use relevance::Explainer;
 
@@ -122,30 +121,18 @@ fn load_model(spec: &ModelSpec, device: &Device, hub: &HubOptions, dtype: Dtype)
     })
 }
 
-fn progress_bar(args: &EvalArgs, len: usize, msg: String) -> ProgressBar {
-    if args.quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:32} [{bar:30}] {pos}/{len} images, {per_sec}, eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    pb.set_message(msg);
-    pb
+fn progress_bar(args: &EvalArgs, len: usize, msg: String) -> report::Progress {
+    report::Progress::new(msg, len as u64, "images", args.quiet)
 }
 
 fn warn_skipped(dataset: &str, skipped: &[(PathBuf, String)]) {
     if skipped.is_empty() {
         return;
     }
-    eprintln!(
+    report::note(format!(
         "warning: {dataset}: {} image(s) could not be read and were left out:",
         skipped.len()
-    );
+    ));
     for (p, why) in skipped.iter().take(5) {
         eprintln!("  {}: {why}", p.display());
     }
@@ -275,7 +262,7 @@ fn eval_classification(
             }
         }
         let secs = start.elapsed().as_secs_f64();
-        pb.finish_and_clear();
+        pb.finish();
         warn_skipped(&set.name, &skipped);
         for ((p, _), acc) in scorers.iter().zip(&accs) {
             let a = acc.finish();
@@ -390,16 +377,16 @@ fn eval_segmentation(
         }
         pb.inc((b + batch.skipped.len()) as u64);
     }
-    pb.finish_and_clear();
+    pb.finish();
     warn_skipped(set.name(), &skipped);
     if let SegSet::Folder { missing_masks, .. } = set {
         if !missing_masks.is_empty() {
-            eprintln!(
+            report::note(format!(
                 "warning: {}: {} image(s) have no mask and were left out, e.g. {}",
                 set.name(),
                 missing_masks.len(),
                 missing_masks[0].display()
-            );
+            ));
         }
     }
     let mut rows = Vec::new();
@@ -565,7 +552,8 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         ));
     }
     summary.skipped = ds.skipped.clone();
-    let device = model::device(&args.device)?;
+    let (device, device_line) = model::select_device(&args.device)?;
+    report::note(format!("device: {device_line}"));
     let mut hub = HubOptions::from_env();
     hub.progress = !args.quiet;
 
@@ -634,17 +622,32 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         );
     }
     for s in &ds.skipped {
-        eprintln!("skipped {}: {}", s.dataset, s.reason);
+        report::note(format!("skipped {}: {}", s.dataset, s.reason));
     }
 
     let stamp = Stamp {
         date: results::utc_date(SystemTime::now()),
-        git_rev: results::git_rev(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        git_rev: results::git_rev(),
     };
     let rob_path = args.out.join("robustness.csv");
     let seg_path = args.out.join("segmentation.csv");
+    report::note(format!("output folder: {}", args.out.display()));
     for spec in &specs {
+        report::note(format!(
+            "model: {}, weights from {}",
+            spec.name
+                .as_deref()
+                .unwrap_or("architecture from the weights' config"),
+            model::describe_source(spec.name.as_deref(), spec.checkpoint.as_deref(), &hub)
+        ));
         let m = load_model(spec, &device, &hub, args.dtype)?;
+        report::note(format!(
+            "model: {} {} loaded from {} (sha256 {})",
+            m.label,
+            m.checkpoint,
+            m.loaded.weights_path.display(),
+            m.sha
+        ));
         summary
             .planned
             .extend(plan_entries(args, Some(&m), spec, &ds));
@@ -766,8 +769,11 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         results::write_atomic(&p, &png)?;
         summary.files.push(p);
     }
+    for f in &summary.files {
+        report::note(format!("wrote {}", f.display()));
+    }
     if !args.quiet {
-        eprintln!("reproduce with: {}", summary.command);
+        report::note(format!("reproduce with: {}", summary.command));
     }
     Ok(summary)
 }

@@ -1,7 +1,7 @@
 //! Sources of the segmentation test: ImageNet-Segmentation's `gtsegs_ijcv.mat` and folders
 //! of images with ImageNet-S-encoded masks, both preprocessed as the reference test does
 //! (robustvit.md §5): the image resized to exactly the model's input size (PIL bilinear, aspect
-//! not kept) and normalised with mean = std = 0.5, the mask resized with nearest neighbour.
+//! not kept) and normalised with mean = std = 0.5, the mask resized with PIL's nearest neighbour.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,18 +30,20 @@ fn item(image: Vec<f32>, mask: Plane, size: u32, path: PathBuf) -> Item {
     }
 }
 
-/// Nearest-neighbour resize of a 0/1 mask to `size`×`size` (torch `interpolate(mode='nearest')`).
+/// Nearest-neighbour resize of a 0/1 mask to `size`×`size` with PIL's rule, as the reference
+/// test applies `Resize((224, 224), Image.NEAREST)` to the mask as an 8-bit PIL image.
 pub fn mask_to_size(mask: &GrayImage, size: u32) -> Plane {
     let plane = Plane::new(
         mask.width(),
         mask.height(),
         mask.as_raw().iter().map(|&v| f32::from(v)).collect(),
     );
-    plane.resize_nearest(size, size)
+    plane.resize_nearest_pil(size, size)
 }
 
-/// `gtsegs_ijcv.mat` as a loader source, sharing one open file between models. The HDF5
-/// library serialises its calls, so parallel loads are safe; they only overlap the resizing.
+/// `gtsegs_ijcv.mat` as a loader source, sharing one open file between models and loader
+/// threads (the reader only reads). An entry the reader refuses (e.g. a mask that is not 0/1)
+/// is skipped and named by the loader as `FILE#INDEX`.
 pub struct GtSegsSource {
     pub gtsegs: Arc<GtSegs>,
     /// Entries to use (all, or a `--limit` subset).
@@ -172,7 +174,7 @@ impl SampleSource for SegFolderSource {
         let image = segtest_transform(&img, self.size, &SEG_NORM);
         Ok(item(
             image,
-            m.resize_nearest(self.size, self.size),
+            m.resize_nearest_pil(self.size, self.size),
             self.size,
             p.image.clone(),
         ))
@@ -193,7 +195,7 @@ mod tests {
         assert_eq!(
             mask_to_size(&m, 2).data,
             vec![0.0, 1.0, 0.0, 1.0],
-            "source index floor(d * 4/2) for x, floor(d * 2/2) for y"
+            "PIL source index floor((d + 0.5)·4/2) = 1, 3 for x; the identity for y"
         );
         let m = GrayImage::from_fn(3, 3, |x, y| image::Luma([u8::from(x == y)]));
         assert_eq!(

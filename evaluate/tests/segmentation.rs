@@ -1,6 +1,6 @@
 //! The segmentation test on non-constant relevance maps: a random 2×2-patch model on a
 //! `--seg-folder`, checked against the same steps done by hand with the data, relevance and
-//! metrics crates (resize to the input size, nearest mask, predicted class, NaN for a
+//! metrics crates (resize to the input size, PIL-nearest mask, predicted class, NaN for a
 //! constant map as the reference's 0/0 gives).
 
 mod common;
@@ -68,7 +68,7 @@ fn seg_folder_matches_the_steps_done_by_hand() {
         let m = data::imagenet_s::decode_mask(&masks.join(format!("n01440764/img{i}.png")))
             .unwrap()
             .binary
-            .resize_nearest(32, 32);
+            .resize_nearest_pil(32, 32);
         ms.push(m.data.iter().map(|&v| v as u8).collect());
     }
     let mut non_constant = 0;
@@ -108,4 +108,90 @@ fn seg_folder_matches_the_steps_done_by_hand() {
     }
     // Most maps are not constant (GradCAM's clamp at zero flattens two of them here).
     assert_eq!(non_constant, 10, "{non_constant}");
+}
+
+fn parse(args: &[&str]) -> evaluate::EvalArgs {
+    <evaluate::EvalArgs as clap::Parser>::try_parse_from(
+        std::iter::once("evaluate").chain(args.iter().copied()),
+    )
+    .unwrap()
+}
+
+/// A 0/255 mask in one entry of `gtsegs_ijcv.mat` skips that entry, named by file and index,
+/// and the run scores the others.
+#[test]
+fn a_mask_that_is_not_0_1_skips_its_entry_only() {
+    use data::SampleSource;
+    use evaluate::mat::{write_gtsegs, GtSegs, Sample};
+
+    let d = tempfile::tempdir().unwrap();
+    let mat = d.path().join("gtsegs_ijcv.mat");
+    let sample = |q: usize, fg: u8| Sample {
+        image: image::RgbImage::from_pixel(20, 12, image::Rgb(common::colour(q))),
+        mask: image::GrayImage::from_fn(20, 12, |x, _| image::Luma([if x < 10 { fg } else { 0 }])),
+    };
+    write_gtsegs(&mat, &[sample(0, 1), sample(2, 255), sample(3, 1)]).unwrap();
+
+    let source = evaluate::seg::GtSegsSource {
+        gtsegs: std::sync::Arc::new(GtSegs::open(&mat).unwrap()),
+        indices: vec![0, 1, 2],
+        size: 16,
+    };
+    assert!(source.load(0).is_ok());
+    let msg = source.load(1).unwrap_err().to_string();
+    assert!(
+        msg.contains("gtsegs_ijcv.mat")
+            && msg.contains("entry 1:")
+            && msg.contains("mask holds 255 at 120 pixel(s)"),
+        "{msg}"
+    );
+    assert_eq!(source.path(1), d.path().join("gtsegs_ijcv.mat#1"));
+
+    let model = d.path().join("tiny");
+    common::write_model(&model, &common::POSITIONS);
+    let s = common::run(&[
+        "--suite",
+        "segmentation",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--imagenet-seg",
+        mat.to_str().unwrap(),
+        "--out",
+        d.path().join("out").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert_eq!(s.segmentation.len(), Explainer::ALL.len());
+    for row in &s.segmentation {
+        assert_eq!(row.images, 2, "{}: entries 0 and 2 scored", row.explainer);
+    }
+}
+
+/// A well-formed `gtsegs_ijcv.mat` with no entry stops the run with an error naming it.
+#[test]
+fn a_mat_file_without_entries_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let mat = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gtsegs/gtsegs_empty.mat");
+    let model = d.path().join("tiny");
+    common::write_model(&model, &common::POSITIONS);
+    let args = parse(&[
+        "--suite",
+        "segmentation",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--imagenet-seg",
+        mat.to_str().unwrap(),
+        "--out",
+        d.path().join("out").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    let msg = format!("{:#}", evaluate::run(&args).unwrap_err());
+    assert!(
+        msg.contains("gtsegs_empty.mat") && msg.contains("0 entries"),
+        "{msg}"
+    );
 }

@@ -49,7 +49,9 @@ pub struct BenchArgs {
 /// Precision of the inference phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchDtype {
+    /// Single precision.
     F32,
+    /// bfloat16 (GPUs; on a CPU candle widens it to f32, which is slower).
     Bf16,
 }
 

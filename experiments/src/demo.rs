@@ -123,6 +123,8 @@ pub struct DemoArgs {
     /// Print the stage commands only.
     #[arg(long)]
     pub dry_run: bool,
+    /// Device of every stage: cpu (the default: the benchmark is sized for a CPU), cuda, or
+    /// auto (the GPU when built with --features cuda and one is present).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }

@@ -1,6 +1,7 @@
 //! Experiment drivers for the embedded benchmark: the synthetic shortcut dataset lives in [`synth`].
 
 pub mod bench;
+pub mod cli;
 pub mod demo;
 pub mod demo_report;
 pub mod paper;

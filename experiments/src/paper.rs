@@ -91,7 +91,8 @@ pub struct PaperArgs {
     /// paper, official or both (see `evaluate --help`).
     #[arg(long, value_enum, default_value_t = ProtocolChoice::Both)]
     pub protocol: ProtocolChoice,
-    /// cpu, cuda or auto.
+    /// Device of every job: cpu, cuda or auto (the GPU when built with --features cuda and one
+    /// is present, else the CPU; each job's first lines say which).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Training epochs (default: the paper's).
@@ -106,7 +107,7 @@ pub struct PaperArgs {
     /// At most N evaluation images per dataset (quick trials).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// No progress bars.
+    /// No progress bars or progress lines in the jobs.
     #[arg(long)]
     pub quiet: bool,
     /// Architecture (model::VitConfig JSON) of --weights, for weights without it in their header.

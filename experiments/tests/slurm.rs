@@ -485,8 +485,8 @@ fn slurm_scripts_run_end_to_end_and_survive_a_requeue() {
     let resumed = train0
         .lines()
         .find_map(|l| {
-            l.strip_suffix(" finished epoch(s)")?
-                .rsplit_once("continuing after ")?
+            l.strip_suffix(')')?
+                .rsplit_once("(resuming after epoch ")?
                 .1
                 .parse::<usize>()
                 .ok()

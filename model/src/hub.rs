@@ -105,9 +105,21 @@ pub fn hub_file(repo: &str, revision: &str, filename: &str, opts: &HubOptions) -
         .join(format!("<commit in refs/{revision}>"))
         .join(filename);
     if opts.offline {
+        // `offline` is also set by callers that must not download (evaluate --check).
+        let (why, what_to_do) = if HubOptions::from_env().offline {
+            (
+                "HF_HUB_OFFLINE is set",
+                "Download it on a machine with network (or unset HF_HUB_OFFLINE), or give",
+            )
+        } else {
+            (
+                "this run only looks in the cache",
+                "A run that may download fetches it; or give",
+            )
+        };
         return Err(ModelError::WeightsNotFound(format!(
-            "{filename} of {repo}@{revision} is not in the cache and HF_HUB_OFFLINE is set; looked for {}. \
-             Download it on a machine with network (or unset HF_HUB_OFFLINE), or pass a local file with --weights",
+            "{filename} of {repo}@{revision} is not in the cache and {why}; looked for {}. \
+             {what_to_do} a local copy of the weights (train --weights, evaluate --checkpoint)",
             looked.display()
         )));
     }
@@ -121,6 +133,37 @@ pub fn hub_file(repo: &str, revision: &str, filename: &str, opts: &HubOptions) -
             opts.cache_dir.display()
         ))
     })
+}
+
+/// Where [`load`] takes the weights of `name` / `weights` from, in words, for the first lines
+/// of a run's log: a local file or folder, or a hub repository and its cache folder.
+pub fn describe_source(name: Option<&str>, weights: Option<&str>, opts: &HubOptions) -> String {
+    let source = match (weights, name.map(variant)) {
+        (Some(w), _) => WeightsSource::parse(w),
+        (None, Some(Ok(v))) => Ok(WeightsSource::Hub {
+            repo: v.hub_repo.to_string(),
+            revision: v.revision.unwrap_or("main").to_string(),
+        }),
+        (None, Some(Err(e))) => Err(e),
+        (None, None) => return "none given".into(),
+    };
+    match source {
+        Ok(WeightsSource::File(p)) => format!("local file {}", p.display()),
+        Ok(WeightsSource::Dir(p)) => format!("local folder {}", p.display()),
+        Ok(WeightsSource::Hub { repo, revision }) => {
+            let r = hf_hub::Repo::with_revision(
+                repo.clone(),
+                hf_hub::RepoType::Model,
+                revision.clone(),
+            );
+            format!(
+                "hub {repo}@{revision} (cache {}{})",
+                opts.cache_dir.join(r.folder_name()).display(),
+                if opts.offline { ", offline" } else { "" }
+            )
+        }
+        Err(e) => format!("unresolved ({e})"),
+    }
 }
 
 /// A model ready to use, with what is known about its preprocessing.

@@ -19,7 +19,7 @@ pub mod vit;
 pub mod weights;
 
 pub use config::{PretrainedCfg, VitConfig};
-pub use hub::{load, HubOptions, LoadedModel, WeightsSource};
+pub use hub::{describe_source, load, HubOptions, LoadedModel, WeightsSource};
 pub use variants::{variant, Variant, VARIANTS};
 pub use vit::{expected_shapes, AttnProbe, Mode, Params, TrainForward, Vit};
 pub use weights::{save_model, save_params, Naming};
@@ -68,14 +68,39 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 /// Picks the compute device: `cuda` needs the `cuda` feature and a GPU; `auto` takes the GPU
 /// when there is one.
 pub fn device(name: &str) -> Result<candle_core::Device> {
+    select_device(name).map(|(d, _)| d)
+}
+
+/// [`device`], with a line for the user saying which device is used and, when `auto` falls
+/// back to the CPU, why (a run that was meant for a GPU should say so at its first line).
+pub fn select_device(name: &str) -> Result<(candle_core::Device, String)> {
+    let no_cuda_build =
+        "this build has no CUDA support (rebuild with `--features cuda` to use a GPU)";
     match name {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" => candle_core::Device::new_cuda(0).map_err(|e| {
-            ModelError::Config(format!(
-                "CUDA device unavailable ({e}); build with `--features cuda` on a machine with a GPU, or use --device cpu"
-            ))
+        "cpu" => Ok((candle_core::Device::Cpu, "cpu".into())),
+        "cuda" => candle_core::Device::new_cuda(0)
+            .map(|d| (d, "cuda:0".into()))
+            .map_err(|e| {
+                let why = if candle_core::utils::cuda_is_available() {
+                    format!("no usable GPU: {e}")
+                } else {
+                    no_cuda_build.to_owned()
+                };
+                ModelError::Config(format!(
+                    "--device cuda: {why}; or use --device cpu (or auto)"
+                ))
+            }),
+        "auto" if !candle_core::utils::cuda_is_available() => Ok((
+            candle_core::Device::Cpu,
+            format!("cpu (--device auto: {no_cuda_build})"),
+        )),
+        "auto" => Ok(match candle_core::Device::new_cuda(0) {
+            Ok(d) => (d, "cuda:0 (--device auto: a GPU was found)".into()),
+            Err(e) => (
+                candle_core::Device::Cpu,
+                format!("cpu (--device auto: built with CUDA, but no usable GPU was found: {e})"),
+            ),
         }),
-        "auto" => Ok(candle_core::Device::cuda_if_available(0)?),
         other => Err(ModelError::Config(format!(
             "unknown device `{other}` (cpu, cuda or auto)"
         ))),

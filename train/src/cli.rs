@@ -11,7 +11,8 @@ use crate::run::{RunDir, RunState, StartOrResume};
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "train",
-    about = "Finetune a ViT so that its relevance map sits on the object (RobustViT), or with plain cross-entropy"
+    about = "Finetune a ViT so that its relevance map sits on the object (RobustViT), or with plain cross-entropy",
+    version = report::version(env!("CARGO_PKG_VERSION"))
 )]
 pub struct TrainArgs {
     /// One of the paper's models: vit-base, vit-large, augreg-small, augreg-base, augreg-large,
@@ -21,7 +22,8 @@ pub struct TrainArgs {
     /// Weights: a .safetensors file, a folder with model.safetensors, or a hub id[@revision].
     #[arg(long)]
     pub weights: Option<String>,
-    /// Start from random weights with this architecture (JSON file of model::VitConfig).
+    /// Architecture as a JSON file of model::VitConfig: the model starts from random weights
+    /// (seeded by --seed), or from --weights read with this architecture.
     #[arg(long)]
     pub arch: Option<PathBuf>,
     /// ImageNet train images (<wnid>/<name>.JPEG), or ImageNetS919/train-semi.
@@ -33,11 +35,13 @@ pub struct TrainArgs {
     /// Separate validation images (default: the classes after the training classes).
     #[arg(long)]
     pub val_imagenet: Option<PathBuf>,
+    /// ImageNet-S masks of the --val-imagenet images (the two go together).
     #[arg(long = "val-imagenet-s")]
     pub val_imagenet_s: Option<PathBuf>,
     /// Classification folder (<wnid>/<image>) without masks, for the `ce` objective.
     #[arg(long)]
     pub train_folder: Option<PathBuf>,
+    /// Validation folder (<wnid>/<image>) for the `ce` objective (default: no validation).
     #[arg(long)]
     pub val_folder: Option<PathBuf>,
     /// Split file to read (or write, if missing); default: split.json in the run folder.
@@ -56,42 +60,61 @@ pub struct TrainArgs {
     /// that may be killed and started again, e.g. a requeued cluster task).
     #[arg(long, requires = "out", conflicts_with_all = ["resume", "force"])]
     pub resume_or_start: bool,
+    /// What to optimise (default: relevance, the paper's objective).
     #[arg(long, value_enum)]
     pub objective: Option<Objective>,
+    /// Peak learning rate of AdamW (default: the paper's for --model, e.g. vit-base 3e-6;
+    /// required for a model without one).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Logit temperature of the classification term (paper: DeiT-B 0.65, DeiT-S 0.55).
     #[arg(long)]
     pub temperature: Option<f64>,
+    /// Passes over the training images (default: 50, the paper's).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Training images per optimisation step (default: 8, the paper's).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Images per forward pass of the validation (default: 10; does not change the results).
     #[arg(long)]
     pub val_batch_size: Option<usize>,
+    /// AdamW decoupled weight decay (default: 1e-4, the paper's).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// How the learning rate moves over the run (default: step, the paper's).
     #[arg(long, value_enum)]
     pub schedule: Option<Schedule>,
+    /// Factor of the `step` schedule: lr × decay^(epoch / --lr-decay-every) (default: 0.85).
     #[arg(long)]
     pub lr_decay: Option<f64>,
+    /// Epochs between two decays of the `step` schedule (default: 2).
     #[arg(long)]
     pub lr_decay_every: Option<usize>,
+    /// Weight of the relevance (segmentation) part of the loss (default: 0.8).
     #[arg(long)]
     pub lambda_seg: Option<f64>,
+    /// Weight of the classification part of the loss (default: 0.2).
     #[arg(long)]
     pub lambda_cls: Option<f64>,
+    /// Weight of the background term inside the relevance part (default: 2).
     #[arg(long)]
     pub lambda_bg: Option<f64>,
+    /// Weight of the foreground term inside the relevance part (default: 0.3).
     #[arg(long)]
     pub lambda_fg: Option<f64>,
-    /// `paper` (the reference's reverse-mask quirk) or `binary` (1 - mask).
+    /// Background mask of the relevance loss: `paper` (the reference's reverse-mask quirk,
+    /// default) or `binary` (1 - mask).
     #[arg(long)]
     pub mask_mode: Option<String>,
+    /// Classes the training images are drawn from (default: 500, the paper's); the
+    /// validation images come from the classes after them.
     #[arg(long)]
     pub train_classes: Option<usize>,
+    /// Training images per class (default: 3, the paper's).
     #[arg(long)]
     pub train_per_class: Option<usize>,
+    /// Validation images per class (default: 1, the paper's).
     #[arg(long)]
     pub val_per_class: Option<usize>,
     /// Use only the first N classes (quick trials).
@@ -100,13 +123,16 @@ pub struct TrainArgs {
     /// Stop after N optimisation steps (quick trials).
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Seed of the split, the random crops and flips, the shuffling and a random initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Training augmentation (default: paper).
     #[arg(long, value_enum)]
     pub transform: Option<Transform>,
     /// Input normalisation mean, e.g. 0.5,0.5,0.5 (the paper uses 0.5/0.5 for every model).
     #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f32>>,
+    /// Input normalisation standard deviation, e.g. 0.5,0.5,0.5 (the paper's for every model).
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
     /// Log a metrics row every N steps.
@@ -118,10 +144,11 @@ pub struct TrainArgs {
     /// Draw the strips every N epochs (and after the last).
     #[arg(long, default_value_t = 1)]
     pub vis_every: usize,
-    /// cpu, cuda or auto (the GPU when built with --features cuda and one is present).
+    /// cpu, cuda or auto (the GPU when built with --features cuda and one is present, else the
+    /// CPU; the first lines of the output say which and why).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// No progress bar.
+    /// No progress bar, no progress or epoch lines (the start and end lines remain).
     #[arg(long)]
     pub quiet: bool,
     /// Stop (resumably) after this many epochs of this invocation, e.g. to fit a cluster's
@@ -244,24 +271,53 @@ fn check_inputs(cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// The model and where its starting weights come from, in words (first lines of the log).
+fn weights_origin(cfg: &TrainConfig, args: &TrainArgs) -> String {
+    let arch = || {
+        args.arch
+            .as_ref()
+            .map_or("the run's config.json".into(), |p| p.display().to_string())
+    };
+    match (&cfg.arch, &cfg.weights) {
+        (Some(_), None) => format!(
+            "architecture of {}, random initialisation (seed {})",
+            arch(),
+            cfg.seed
+        ),
+        (Some(_), Some(w)) => format!("architecture of {}, weights from local file {w}", arch()),
+        (None, w) => format!(
+            "{}, weights from {}",
+            cfg.model
+                .as_deref()
+                .unwrap_or("architecture from the weights' config"),
+            model::describe_source(
+                cfg.model.as_deref(),
+                w.as_deref(),
+                &model::HubOptions::from_env()
+            )
+        ),
+    }
+}
+
 /// Runs `train` with these arguments; returns the run folder.
 pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
-    let device = model::device(&args.device)?;
+    let (device, device_line) = model::select_device(&args.device)?;
+    report::note(format!("device: {device_line}"));
     let mut force = args.force;
     let mut resume = args.resume.clone();
     if let (true, Some(out)) = (args.resume_or_start, &args.out) {
         match crate::run::start_or_resume(out, &args.resolve()?)? {
             StartOrResume::Start => {}
             StartOrResume::Restart => {
-                eprintln!(
+                report::note(format!(
                     "run {} cannot be continued: starting it over",
                     out.display()
-                );
+                ));
                 force = true;
             }
             StartOrResume::Resume => resume = Some(out.clone()),
             StartOrResume::Finished => {
-                eprintln!("run {} is already finished", out.display());
+                report::note(format!("run {} is already finished", out.display()));
                 return Ok(out.clone());
             }
         }
@@ -270,21 +326,23 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
         Some(dir) => {
             let (run, cfg, state) = RunDir::open(dir)?;
             if state.finished {
-                eprintln!("run {} is already finished", dir.display());
+                report::note(format!("run {} is already finished", dir.display()));
                 return Ok(run.path);
             }
             check_inputs(&cfg)?;
-            eprintln!(
-                "run {}: continuing after {} finished epoch(s)",
-                dir.display(),
-                state.epochs_done
-            );
+            report::note(format!("model: {}", weights_origin(&cfg, args)));
             let vit = crate::trainer::initial_model(&cfg, &device)?;
+            report::note(format!(
+                "run folder: {} (resuming after epoch {})",
+                run.path.display(),
+                state.epochs_done
+            ));
             (run, cfg, state, vit)
         }
         None => {
             let cfg = args.resolve()?;
             check_inputs(&cfg)?;
+            report::note(format!("model: {}", weights_origin(&cfg, args)));
             // Weights before the run folder: a missing download fails in seconds and leaves
             // nothing behind that a second attempt would have to --force.
             let vit = crate::trainer::initial_model(&cfg, &device)?;
@@ -299,6 +357,7 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
                 ))
             });
             let run = RunDir::create(&out, force)?;
+            report::note(format!("run folder: {}", run.path.display()));
             run.write_config(&cfg)?;
             let state = RunState::new(cfg.seed);
             (run, cfg, state, vit)
@@ -314,4 +373,13 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
         args.stop_after_epochs,
     )?;
     Ok(run.path)
+}
+
+/// What a run folder holds after a run (sorted), for the last lines of the log.
+pub fn written_files(run: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
 }

@@ -65,8 +65,10 @@ pub enum Objective {
 pub enum Schedule {
     /// `lr * decay^(epoch / every)`, set at the start of each epoch (the paper).
     Step,
-    /// Linear warm-up over the first 10 % of steps, then cosine to zero (from-scratch pretraining).
+    /// PyTorch's OneCycleLR (div_factor 25, final_div_factor 1e4): cosine from lr/25 up to lr
+    /// over the first 10 % of steps, then cosine down to lr/2.5e5 (from-scratch pretraining).
     Onecycle,
+    /// --lr throughout.
     Constant,
 }
 
@@ -87,7 +89,7 @@ pub enum Transform {
 pub struct TrainConfig {
     pub model: Option<String>,
     pub weights: Option<String>,
-    /// Architecture for a from-scratch model (`--init random`).
+    /// Architecture of a model built from a config (`--arch`): random, or `weights` without one.
     pub arch: Option<model::VitConfig>,
     pub objective: Objective,
     pub lr: f64,

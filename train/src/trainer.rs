@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -568,17 +567,8 @@ pub fn train(
         .max_steps
         .unwrap_or(usize::MAX)
         .min(steps_per_epoch * cfg.epochs);
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(total_steps as u64);
-        b.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b.set_position(state.global_step as u64);
-        b
-    };
+    let bar = report::Progress::new("train", total_steps as u64, "steps", quiet);
+    bar.set_position(state.global_step as u64);
     while state.epochs_done < cfg.epochs && state.global_step < total_steps {
         let epoch = state.epochs_done;
         let mut order: Vec<usize> = (0..data.train.len()).collect();
@@ -621,8 +611,11 @@ pub fn train(
             sums.foreground += l.foreground;
             sums.classification += l.classification;
             sums.degenerate += l.degenerate;
-            bar.set_message(format!("epoch {epoch} loss {:.4}", l.total));
-            bar.inc(1);
+            bar.set_message(format!(
+                "epoch {epoch}, loss {:.4} (background {:.4}, foreground {:.4}, classification {:.4})",
+                l.total, l.background, l.foreground, l.classification
+            ));
+            bar.inc_images(1, size as u64);
             if cfg.log_every > 0 && state.global_step.is_multiple_of(cfg.log_every) {
                 metrics.append(&MetricsRow {
                     kind: "step".into(),
@@ -642,6 +635,8 @@ pub fn train(
             t0 = Instant::now();
             Ok(())
         })?;
+        // Training only: validation, strips and checkpoints come after.
+        let train_rate = images as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9);
         let val = if data.val.is_empty() {
             None
         } else {
@@ -685,22 +680,26 @@ pub fn train(
         }
         state.epochs_done += 1;
         save_checkpoint(run, &vit, &opt, &state)?;
+        bar.println(format!(
+            "epoch {epoch} done: step {}/{total_steps}, loss {:.4} (background {:.4}, foreground {:.4}, classification {:.4}){}, {:.1} images/s, lr {:.3e}",
+            state.global_step,
+            sums.total / n,
+            sums.background / n,
+            sums.foreground / n,
+            sums.classification / n,
+            val.map(|v| format!(
+                ", val loss {:.4} top-1 {:.2} top-5 {:.2}",
+                v.loss, v.top1, v.top5
+            ))
+            .unwrap_or_default(),
+            train_rate,
+            opt.lr()
+        ));
         if stop_after_epochs.is_some_and(|n| state.epochs_done - first_epoch >= n) {
             break;
         }
-        if !quiet {
-            bar.println(format!(
-                "epoch {epoch}: loss {:.4}{}",
-                sums.total / n,
-                val.map(|v| format!(
-                    "  val loss {:.4} top1 {:.2} top5 {:.2}",
-                    v.loss, v.top1, v.top5
-                ))
-                .unwrap_or_default()
-            ));
-        }
     }
-    bar.finish_and_clear();
+    bar.finish();
     state.finished = state.epochs_done >= cfg.epochs || state.global_step >= total_steps;
     run.write_state(&state)?;
     Ok(state)

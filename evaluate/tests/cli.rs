@@ -1,0 +1,85 @@
+//! The `evaluate` binary as a user meets it: `--version` names the build's revision, every
+//! flag has a help line, and `--device auto` says which device it uses and why.
+
+use clap::CommandFactory;
+use std::process::Command;
+
+/// `git rev-parse --short=12 HEAD` of the source tree, `None` when git or the checkout is missing.
+fn source_revision() -> Option<String> {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+#[test]
+fn version_carries_the_build_revision() {
+    let o = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let v = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        v.starts_with(&format!(
+            "evaluate {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{v}"
+    );
+    match source_revision() {
+        Some(rev) => assert!(v.contains(&rev), "{v} does not name HEAD {rev}"),
+        None => assert!(v.contains("(revision unknown)"), "{v}"),
+    }
+    // Result rows record the same revision.
+    assert!(
+        v.contains(&format!("(revision {})", evaluate::results::git_rev())),
+        "{v}"
+    );
+}
+
+#[test]
+fn every_flag_has_help() {
+    let missing = report::missing_help(&evaluate::EvalArgs::command());
+    assert!(missing.is_empty(), "without a help line: {missing:?}");
+}
+
+#[test]
+fn device_auto_says_what_it_uses() {
+    // A check of nothing: fails after the start lines, without loading anything.
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args(["--model", "vit-base", "--device", "auto", "--check"])
+        .arg("--data-root")
+        .arg(dir.path())
+        .env("HF_HUB_CACHE", dir.path().join("hub"))
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(!o.status.success(), "{err}");
+    let line = |needle: &str| {
+        err.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with `{needle}` in\n{err}"))
+    };
+    assert!(line("evaluate 0.").contains("(revision "), "{err}");
+    if !cfg!(feature = "cuda") {
+        assert!(
+            line("device: ").ends_with(
+                "device: cpu (--device auto: this build has no CUDA support (rebuild with \
+                 `--features cuda` to use a GPU))"
+            ),
+            "{err}"
+        );
+    }
+    // --check never downloads, and says so without blaming HF_HUB_OFFLINE, which is unset.
+    assert!(err.contains("this run only looks in the cache"), "{err}");
+    assert!(!err.contains("HF_HUB_OFFLINE is set"), "{err}");
+    assert!(err.contains("evaluate --checkpoint"), "{err}");
+}
