@@ -155,6 +155,20 @@ pub fn objectnet_classes() -> &'static [ObjectNetClass] {
     })
 }
 
+/// imagenet-testbed's ObjectNet `class_sublist`: every ImageNet index that some ObjectNet class
+/// maps to, sorted (125 indices; no index is shared by two ObjectNet classes).
+pub fn objectnet_class_sublist() -> &'static [usize] {
+    static CELL: OnceLock<Vec<usize>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let mut v: Vec<usize> = objectnet_classes()
+            .iter()
+            .flat_map(|c| c.imagenet_indices.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v
+    })
+}
+
 /// One SI-Score class folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SiScoreClass {
@@ -247,6 +261,11 @@ mod tests {
         assert_eq!(alarm.imagenet_indices, vec![409, 530]);
         let n_imagenet: usize = on.iter().map(|c| c.imagenet_indices.len()).sum();
         assert_eq!(n_imagenet, 125);
+        // The testbed's sublist: 125 distinct indices, sorted.
+        let sub = objectnet_class_sublist();
+        assert_eq!(sub.len(), 125);
+        assert!(sub.windows(2).all(|w| w[0] < w[1]));
+        assert!(sub.contains(&409) && sub.contains(&530) && !sub.contains(&0));
         let bb = si_score_classes()
             .iter()
             .find(|c| c.folder == "balance beam")

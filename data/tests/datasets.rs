@@ -133,9 +133,23 @@ fn objectnet_mapping_and_protocols() {
     assert_eq!(alarm.targets, vec![409, 530]);
     assert_eq!(alarm.targets(Protocol::Paper), &[409]);
     assert_eq!(alarm.targets(Protocol::Official), &[409, 530]);
-    assert_eq!(Benchmark::ObjectNet.border(Protocol::Official), 2);
+    assert_eq!(alarm.targets(Protocol::Testbed), &[409, 530]);
+    // ObjectNet's own code ranks all 1000 logits of the uncropped image; only imagenet-testbed
+    // cuts the border and restricts the ranking to the 125 mapped classes.
+    assert_eq!(Benchmark::ObjectNet.border(Protocol::Official), 0);
     assert_eq!(Benchmark::ObjectNet.border(Protocol::Paper), 0);
+    assert_eq!(Benchmark::ObjectNet.border(Protocol::Testbed), 2);
     assert_eq!(Benchmark::ObjectNet.label_mask(Protocol::Official), None);
+    assert_eq!(Benchmark::ObjectNet.label_mask(Protocol::Paper), None);
+    let sub = Benchmark::ObjectNet.label_mask(Protocol::Testbed).unwrap();
+    assert_eq!(sub.len(), 125);
+    assert!(sub.contains(&409) && sub.contains(&530));
+    // A and R keep their 200-class masks under the testbed rule.
+    assert_eq!(
+        Benchmark::ImageNetA.label_mask(Protocol::Testbed),
+        Benchmark::ImageNetA.label_mask(Protocol::Official)
+    );
+    assert_eq!(Benchmark::ImageNetA.border(Protocol::Testbed), 0);
     // Opening images/ directly works too (mappings/ found next to it).
     let direct = EvalDataset::open(Benchmark::ObjectNet, &syn.root.join("images")).unwrap();
     assert_eq!(direct.samples, ds.samples);

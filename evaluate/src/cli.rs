@@ -37,22 +37,31 @@ chart_<model>_<protocol>.png (top-1 per dataset, one bar per checkpoint).";
 /// Which label protocol(s) to score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtocolChoice {
-    /// RobustViT's code: argmax over 1000 classes, 0.5/0.5, Resize 256 + CenterCrop 224,
-    /// ObjectNet's first mapped class, no border crop.
+    /// RobustViT's code (imagenet_eval_robustness.py): argmax over 1000 classes, 0.5/0.5,
+    /// Resize 256 + CenterCrop 224, ObjectNet's first mapped class, no border crop.
     Paper,
-    /// Each benchmark's own protocol and each model's own preprocessing.
+    /// Each benchmark's own evaluation code and each model's own preprocessing; ObjectNet as
+    /// ObjectNet's code scores it (1000 logits ranked, any mapped class, no border crop).
     Official,
+    /// imagenet-testbed's ObjectNet rule (2-pixel border crop, argmax over the 125 mapped
+    /// classes); the other benchmarks as official.
+    Testbed,
     /// Paper, then official.
     Both,
+    /// paper, official and testbed (testbed rows only where they differ: ObjectNet).
+    All,
 }
 
 impl ProtocolChoice {
     /// The protocols to run, paper first.
     pub fn protocols(self) -> Vec<data::Protocol> {
+        use data::Protocol as P;
         match self {
-            Self::Paper => vec![data::Protocol::Paper],
-            Self::Official => vec![data::Protocol::Official],
-            Self::Both => vec![data::Protocol::Paper, data::Protocol::Official],
+            Self::Paper => vec![P::Paper],
+            Self::Official => vec![P::Official],
+            Self::Testbed => vec![P::Testbed],
+            Self::Both => vec![P::Paper, P::Official],
+            Self::All => P::ALL.to_vec(),
         }
     }
 }
@@ -175,9 +184,9 @@ pub struct EvalArgs {
     /// several for a single --model. Without it, the original weights.
     #[arg(long)]
     pub checkpoint: Vec<String>,
-    /// paper, official or both (paper: RobustViT's evaluation code; official: what the rest
-    /// of the field reports).
-    #[arg(long, value_enum, default_value_t = ProtocolChoice::Both)]
+    /// paper (RobustViT's evaluation code), official (each benchmark's own code; ObjectNet:
+    /// ObjectNet's), testbed (imagenet-testbed's ObjectNet rule), both (paper + official) or all.
+    #[arg(long, value_enum, default_value_t = ProtocolChoice::All)]
     pub protocol: ProtocolChoice,
     /// Folder holding the datasets under their conventional names (see below).
     #[arg(long, default_value = "data")]
@@ -255,6 +264,10 @@ pub struct EvalArgs {
     /// experiments/settings/paper_results.csv built into the binary).
     #[arg(long)]
     pub paper_results: Option<PathBuf>,
+    /// Also write every classified image's top-5 classes and softmax scores to FILE (CSV, one
+    /// line per image and rank), to compare single predictions with another implementation.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
     /// No progress bars or progress lines, no `reproduce with` line.
     #[arg(long)]
     pub quiet: bool,
@@ -441,6 +454,9 @@ impl EvalArgs {
         }
         if let Some(p) = &self.paper_results {
             push("paper-results", p.display().to_string());
+        }
+        if let Some(p) = &self.predictions {
+            push("predictions", p.display().to_string());
         }
         if self.check {
             a.push("--check".into());

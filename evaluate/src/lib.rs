@@ -30,6 +30,7 @@
 //! * [`cli`] — the command line ([`EvalArgs`]);
 //! * [`plan`] — dataset discovery and each protocol's preprocessing;
 //! * [`seg`] — sources of the segmentation test;
+//! * [`predictions`] — per-image top-5 classes and probabilities (`--predictions`);
 //! * [`paper`] — published numbers, the comparison table and the charts' content;
 //! * [`run`](mod@run) — the evaluation loop.
 
@@ -39,6 +40,7 @@ pub mod mat;
 pub mod metrics;
 pub mod paper;
 pub mod plan;
+pub mod predictions;
 pub mod results;
 pub mod run;
 pub mod seg;

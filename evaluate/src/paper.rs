@@ -26,7 +26,7 @@ pub const IMAGENET_SEG: &str = "imagenet-seg";
 /// Why the published numbers could not be read.
 #[derive(Debug, Error)]
 pub enum PaperError {
-    #[error("{origin}: {source}; fix the file (one header line `model,state,dataset,protocol,metric,value,reference,source`, `#` comments)")]
+    #[error("{origin}: {source}; fix the file (one header line `model,state,dataset,protocol,metric,value,value_max,reference,source`, `#` comments)")]
     Parse { origin: String, source: csv::Error },
     #[error("{origin}: {what}")]
     Invalid { origin: String, what: String },
@@ -45,6 +45,8 @@ struct Line {
     protocol: String,
     metric: String,
     value: f64,
+    /// Upper end of a range (several seeds); empty for a single figure.
+    value_max: Option<f64>,
     reference: String,
     source: String,
 }
@@ -58,14 +60,21 @@ pub struct PaperKey {
     pub dataset: String,
     pub protocol: String,
     pub metric: String,
-    /// `paper` or `timm`.
+    /// `paper`, `timm` or `reproduction` (a third party's run of the official code).
     pub reference: String,
+}
+
+/// A published figure: one number, or the range over several seeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figure {
+    pub min: f64,
+    pub max: f64,
 }
 
 /// Published numbers with their sources.
 #[derive(Debug, Clone, Default)]
 pub struct PaperResults {
-    values: BTreeMap<PaperKey, (f64, String)>,
+    values: BTreeMap<PaperKey, (Figure, String)>,
 }
 
 impl PaperResults {
@@ -96,10 +105,10 @@ impl PaperResults {
                     l.state
                 )));
             }
-            if !["paper", "official"].contains(&l.protocol.as_str()) {
+            if !["paper", "official", "testbed"].contains(&l.protocol.as_str()) {
                 return Err(bad(format!("protocol `{}`", l.protocol)));
             }
-            if !["paper", "timm"].contains(&l.reference.as_str()) {
+            if !["paper", "timm", "reproduction"].contains(&l.reference.as_str()) {
                 return Err(bad(format!("reference `{}`", l.reference)));
             }
             if l.dataset != IMAGENET_SEG && Benchmark::from_name(&l.dataset).is_err() {
@@ -113,7 +122,15 @@ impl PaperResults {
                 metric: l.metric,
                 reference: l.reference,
             };
-            if values.insert(key.clone(), (l.value, l.source)).is_some() {
+            let max = l.value_max.unwrap_or(l.value);
+            if !(l.value.is_finite() && max.is_finite() && max >= l.value) {
+                return Err(bad(format!(
+                    "value {} .. value_max {max} is not a finite range",
+                    l.value
+                )));
+            }
+            let fig = Figure { min: l.value, max };
+            if values.insert(key.clone(), (fig, l.source)).is_some() {
                 return Err(bad(format!("{key:?} is given twice")));
             }
         }
@@ -138,7 +155,7 @@ impl PaperResults {
         Self::parse(&text, &path.display().to_string())
     }
 
-    pub fn get(&self, key: &PaperKey) -> Option<(f64, &str)> {
+    pub fn get(&self, key: &PaperKey) -> Option<(Figure, &str)> {
         self.values.get(key).map(|(v, s)| (*v, s.as_str()))
     }
 
@@ -164,6 +181,8 @@ pub fn state_of(checkpoint: &str) -> &'static str {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ref {
     Value(f64),
+    /// A range over seeds; Δ is the distance to the nearer end (0 inside).
+    Range(f64, f64),
     /// The comparison applies but the number was not recovered.
     Unknown,
     /// No published number can exist (another protocol, a model or dataset outside the paper).
@@ -174,6 +193,7 @@ impl Ref {
     fn text(&self, decimals: usize) -> String {
         match self {
             Ref::Value(v) => format!("{v:.decimals$}"),
+            Ref::Range(a, b) => format!("{a:.decimals$}–{b:.decimals$}"),
             Ref::Unknown => "unknown".into(),
             Ref::NotApplicable => "n/a".into(),
         }
@@ -181,6 +201,9 @@ impl Ref {
     fn delta(&self, ours: f64, decimals: usize) -> String {
         match self {
             Ref::Value(v) if ours.is_finite() => format!("{:+.decimals$}", ours - v),
+            Ref::Range(a, b) if ours.is_finite() => {
+                format!("{:+.decimals$}", ours - ours.clamp(*a, *b))
+            }
             _ => String::new(),
         }
     }
@@ -216,7 +239,11 @@ impl Lookup<'_> {
         match self.paper.get(&key) {
             Some((v, s)) => {
                 self.used_sources.insert(format!("{}: {s}", key.reference));
-                Ref::Value(v)
+                if v.min == v.max {
+                    Ref::Value(v.min)
+                } else {
+                    Ref::Range(v.min, v.max)
+                }
             }
             None => Ref::Unknown,
         }
@@ -242,6 +269,30 @@ impl Lookup<'_> {
             },
             applicable,
         )
+    }
+
+    /// A third-party reproduction of the paper's finetuning with the official code, scored
+    /// with the paper's protocol.
+    fn reproduction(&mut self, model: &str, ckpt: &str, dataset: &str, protocol: &str) -> Ref {
+        let applicable = is_paper_model(model)
+            && state_of(ckpt) == "finetuned"
+            && protocol == "paper"
+            && is_paper_dataset(dataset);
+        let key = PaperKey {
+            model: model.into(),
+            state: "finetuned".into(),
+            dataset: dataset.into(),
+            protocol: protocol.into(),
+            metric: "top1".into(),
+            reference: "reproduction".into(),
+        };
+        // Only the reproduced models can have a figure; elsewhere nothing was attempted.
+        let any = self
+            .paper
+            .values
+            .keys()
+            .any(|k| k.reference == "reproduction" && k.model == model);
+        self.find(key, applicable && any)
     }
 
     fn timm(
@@ -328,31 +379,35 @@ pub fn paper_table(
     });
 
     let mut csv = String::from(
-        "table,model,paper_model,checkpoint,dataset,protocol,explainer,metric,images,ours,paper,delta_paper,timm,delta_timm\n",
+        "table,model,paper_model,checkpoint,dataset,protocol,explainer,metric,images,ours,paper,delta_paper,timm,delta_timm,reproduction,delta_reproduction\n",
     );
     let mut md = String::from(
         "# Our numbers beside the published ones\n\n\
          Rebuilt by `evaluate` from `robustness.csv` and `segmentation.csv` after every run. \
          `paper`: the RobustViT paper's number for the same model, state (original weights or \
          finetuned) and protocol; `timm`: timm's published accuracy of the original checkpoint \
-         (official protocol). Δ = ours − published. `unknown`: the comparison applies but the \
-         number could not be recovered; `n/a`: no published number can exist (another protocol, \
-         or a model or dataset outside the paper).\n\n",
+         (official protocol); `repro`: a third-party reproduction of the finetuning with the \
+         official code (range over its seeds; Δ to the nearer end). Δ = ours − published. \
+         `unknown`: the paper reports this number but it could not be recovered (the paper's \
+         tables were not retrievable; only ObjectNet figures and a few aggregator values are \
+         known), so this row is not checked against the paper; `n/a`: no published number can \
+         exist (another protocol, or a model or dataset outside the paper).\n\n",
     );
 
     md.push_str("## Robustness (accuracy, %)\n\n");
     md.push_str(
-        "| model | paper name | checkpoint | dataset | protocol | images | top-1 | paper | Δ | timm | Δ timm | top-5 | paper | Δ |\n\
-         |---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| model | paper name | checkpoint | dataset | protocol | images | top-1 | paper | Δ | timm | Δ timm | repro | Δ repro | top-5 | paper | Δ |\n\
+         |---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in &rob {
         let p1 = look.paper(&r.model, &r.checkpoint, &r.dataset, &r.protocol, "top1");
         let t1 = look.timm(&r.model, &r.checkpoint, &r.dataset, &r.protocol, "top1");
         let p5 = look.paper(&r.model, &r.checkpoint, &r.dataset, &r.protocol, "top5");
         let t5 = look.timm(&r.model, &r.checkpoint, &r.dataset, &r.protocol, "top5");
+        let re1 = look.reproduction(&r.model, &r.checkpoint, &r.dataset, &r.protocol);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
             md_cell(&r.model),
             paper_name(&r.model),
             md_cell(&r.checkpoint),
@@ -364,14 +419,24 @@ pub fn paper_table(
             p1.delta(r.top1, 2),
             t1.text(3),
             t1.delta(r.top1, 2),
+            re1.text(2),
+            re1.delta(r.top1, 2),
             r.top5,
             p5.text(1),
             p5.delta(r.top5, 2),
         );
-        for (metric, ours, p, t) in [("top1", r.top1, &p1, &t1), ("top5", r.top5, &p5, &t5)] {
+        let re5 = if re1 == Ref::NotApplicable {
+            Ref::NotApplicable
+        } else {
+            Ref::Unknown
+        };
+        for (metric, ours, p, t, re) in [
+            ("top1", r.top1, &p1, &t1, &re1),
+            ("top5", r.top5, &p5, &t5, &re5),
+        ] {
             let _ = writeln!(
                 csv,
-                "robustness,{},{},{},{},{},,{metric},{},{ours:.3},{},{},{},{}",
+                "robustness,{},{},{},{},{},,{metric},{},{ours:.3},{},{},{},{},{},{}",
                 csv_field(&r.model),
                 paper_name(&r.model),
                 csv_field(&r.checkpoint),
@@ -382,6 +447,8 @@ pub fn paper_table(
                 p.delta(ours, 3),
                 t.text(3),
                 t.delta(ours, 3),
+                re.text(3),
+                re.delta(ours, 3),
             );
         }
     }
@@ -436,7 +503,7 @@ pub fn paper_table(
         for ((metric, ours), p) in metrics.iter().zip(&refs) {
             let _ = writeln!(
                 csv,
-                "segmentation,{},{},{},{},paper,{},{metric},{},{ours:.3},{},{},n/a,",
+                "segmentation,{},{},{},{},paper,{},{metric},{},{ours:.3},{},{},n/a,,n/a,",
                 csv_field(&r.model),
                 paper_name(&r.model),
                 csv_field(&r.checkpoint),
@@ -610,7 +677,7 @@ mod tests {
                 "top1",
                 "paper"
             ))
-            .map(|v| v.0),
+            .map(|v| v.0.min),
             Some(47.1)
         );
         assert_eq!(
@@ -622,29 +689,52 @@ mod tests {
                 "top1",
                 "timm"
             ))
-            .map(|v| v.0),
+            .map(|v| v.0.min),
             Some(18.72)
         );
-        assert_eq!(p.len(), 20 + 7 + 30);
+        // The ViT-B reproduction: a range over 3 seeds.
+        assert_eq!(
+            p.get(&key(
+                "vit-base",
+                "finetuned",
+                "imagenet-a",
+                "paper",
+                "top1",
+                "reproduction"
+            ))
+            .map(|v| v.0),
+            Some(Figure {
+                min: 20.65,
+                max: 21.15
+            })
+        );
+        assert_eq!(p.len(), 20 + 7 + 30 + 5);
     }
 
     #[test]
     fn bad_paper_results_name_the_problem() {
-        let head = "model,state,dataset,protocol,metric,value,reference,source\n";
+        let head = "model,state,dataset,protocol,metric,value,value_max,reference,source\n";
         let e = PaperResults::parse(
-            &format!("{head}ar-b,original,objectnet,paper,top1,1,paper,x\n"),
+            &format!("{head}augreg-base,original,objectnet,paper,top1,2,1,paper,x\n"),
+            "f.csv",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("f.csv") && e.contains("range"), "{e}");
+        let e = PaperResults::parse(
+            &format!("{head}ar-b,original,objectnet,paper,top1,1,,paper,x\n"),
             "f.csv",
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("f.csv") && e.contains("canonical"), "{e}");
-        let line = "augreg-base,original,objectnet,paper,top1,1,paper,x\n";
+        let line = "augreg-base,original,objectnet,paper,top1,1,,paper,x\n";
         let e = PaperResults::parse(&format!("{head}{line}{line}"), "f.csv")
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
         let e = PaperResults::parse(
-            &format!("{head}augreg-base,original,objectnet,paper,top1,x,paper,x\n"),
+            &format!("{head}augreg-base,original,objectnet,paper,top1,x,,paper,x\n"),
             "f.csv",
         )
         .unwrap_err()
@@ -657,6 +747,7 @@ mod tests {
         let rows = vec![
             rob("augreg-base", "pretrained", "objectnet", "paper", 40.0),
             rob("augreg-base", "pretrained", "objectnet", "official", 45.0),
+            rob("augreg-base", "pretrained", "objectnet", "testbed", 47.0),
             rob("augreg-base", "pretrained", "imagenet-a", "official", 42.5),
             rob(
                 "augreg-base",
@@ -665,6 +756,20 @@ mod tests {
                 "paper",
                 30.0,
             ),
+            rob(
+                "vit-base",
+                "run/best.safetensors",
+                "imagenet-a",
+                "paper",
+                21.0,
+            ),
+            rob(
+                "vit-base",
+                "run/best.safetensors",
+                "imagenet-val",
+                "paper",
+                80.0,
+            ),
             rob("bench", "runs/x/model.safetensors", "id", "paper", 99.0),
         ];
         let (md, csv) = paper_table(&rows, &[], &PaperResults::builtin());
@@ -672,23 +777,38 @@ mod tests {
         assert_eq!(
             lines[1..].to_vec(),
             vec![
-                "robustness,augreg-base,AR-B,pretrained,imagenet-a,official,,top1,10,42.500,n/a,,43.133,-0.633",
-                "robustness,augreg-base,AR-B,pretrained,imagenet-a,official,,top5,10,90.000,n/a,,unknown,",
-                "robustness,augreg-base,AR-B,pretrained,objectnet,official,,top1,10,45.000,n/a,,n/a,",
-                "robustness,augreg-base,AR-B,pretrained,objectnet,official,,top5,10,90.000,n/a,,n/a,",
-                "robustness,augreg-base,AR-B,pretrained,objectnet,paper,,top1,10,40.000,41.400,-1.400,n/a,",
-                "robustness,augreg-base,AR-B,pretrained,objectnet,paper,,top5,10,90.000,63.700,+26.300,n/a,",
-                "robustness,augreg-base,AR-B,run/best.safetensors,imagenet-a,paper,,top1,10,30.000,unknown,,n/a,",
-                "robustness,augreg-base,AR-B,run/best.safetensors,imagenet-a,paper,,top5,10,90.000,unknown,,n/a,",
-                "robustness,bench,,runs/x/model.safetensors,id,paper,,top1,10,99.000,n/a,,n/a,",
-                "robustness,bench,,runs/x/model.safetensors,id,paper,,top5,10,90.000,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,imagenet-a,official,,top1,10,42.500,n/a,,43.133,-0.633,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,imagenet-a,official,,top5,10,90.000,n/a,,unknown,,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,objectnet,official,,top1,10,45.000,n/a,,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,objectnet,official,,top5,10,90.000,n/a,,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,objectnet,paper,,top1,10,40.000,41.400,-1.400,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,objectnet,paper,,top5,10,90.000,63.700,+26.300,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,objectnet,testbed,,top1,10,47.000,n/a,,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,pretrained,objectnet,testbed,,top5,10,90.000,n/a,,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,run/best.safetensors,imagenet-a,paper,,top1,10,30.000,unknown,,n/a,,n/a,",
+                "robustness,augreg-base,AR-B,run/best.safetensors,imagenet-a,paper,,top5,10,90.000,unknown,,n/a,,n/a,",
+                "robustness,bench,,runs/x/model.safetensors,id,paper,,top1,10,99.000,n/a,,n/a,,n/a,",
+                "robustness,bench,,runs/x/model.safetensors,id,paper,,top5,10,90.000,n/a,,n/a,,n/a,",
+                // Inside the reproduction's range: Δ 0; below it: Δ to its lower end.
+                "robustness,vit-base,ViT-B,run/best.safetensors,imagenet-val,paper,,top1,10,80.000,unknown,,n/a,,81.590–81.690,-1.590",
+                "robustness,vit-base,ViT-B,run/best.safetensors,imagenet-val,paper,,top5,10,90.000,unknown,,n/a,,unknown,",
+                "robustness,vit-base,ViT-B,run/best.safetensors,imagenet-a,paper,,top1,10,21.000,unknown,,n/a,,20.650–21.150,+0.000",
+                "robustness,vit-base,ViT-B,run/best.safetensors,imagenet-a,paper,,top5,10,90.000,unknown,,n/a,,unknown,",
             ]
         );
         assert!(md.contains(
-            "| augreg-base | AR-B | pretrained | objectnet | paper | 10 | 40.00 | 41.4 | -1.40 | n/a |  | 90.00 | 63.7 | +26.30 |"
+            "| augreg-base | AR-B | pretrained | objectnet | paper | 10 | 40.00 | 41.4 | -1.40 | n/a |  | n/a |  | 90.00 | 63.7 | +26.30 |"
         ), "{md}");
+        assert!(md.contains(
+            "| vit-base | ViT-B | run/best.safetensors | imagenet-a | paper | 10 | 21.00 | unknown |  | n/a |  | 20.65–21.15 | +0.00 | 90.00 | unknown |  |"
+        ), "{md}");
+        assert!(md.contains("could not be recovered"), "{md}");
         assert!(
             md.contains("- paper: Papers with Code entry of the paper (ObjectNet)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- reproduction: RobustViT GitHub issue #4"),
             "{md}"
         );
         assert!(
@@ -716,10 +836,10 @@ mod tests {
         };
         let (md, csv) = paper_table(&[], &[s], &PaperResults::builtin());
         assert!(csv.contains(
-            "segmentation,vit-base,ViT-B,pretrained,imagenet-seg,paper,relevance,miou,4,60.000,unknown,,n/a,"
+            "segmentation,vit-base,ViT-B,pretrained,imagenet-seg,paper,relevance,miou,4,60.000,unknown,,n/a,,n/a,"
         ), "{csv}");
         assert!(csv.contains(
-            "segmentation,vit-base,ViT-B,pretrained,imagenet-seg,paper,relevance,pointing,4,75.000,n/a,,n/a,"
+            "segmentation,vit-base,ViT-B,pretrained,imagenet-seg,paper,relevance,pointing,4,75.000,n/a,,n/a,,n/a,"
         ), "{csv}");
         assert!(md.contains("None of the rows above has a published number."));
     }

@@ -327,8 +327,9 @@ pub fn paper_resize(img_size: u32) -> u32 {
 /// preprocessing is `cfg`.
 ///
 /// * Benchmarks, paper: Resize(img_size·256/224) bilinear, CenterCrop(img_size), 0.5/0.5.
-/// * Benchmarks, official: timm's eval transform from the model's config (crop_pct,
-///   interpolation, mean/std), plus ObjectNet's 2-pixel border crop.
+/// * Benchmarks, official and testbed: timm's eval transform from the model's config
+///   (crop_pct, interpolation, mean/std); under testbed ObjectNet first loses a 2-pixel border
+///   on every side (imagenet-testbed crops the decoded image before its transform).
 /// * `--folder` sets: resized to the input size (an image already at that size only gets
 ///   normalised); paper normalisation 0.5/0.5, official the model's own.
 pub fn transform(
@@ -347,19 +348,19 @@ pub fn transform(
             crop: img_size,
             ..EvalTransform::PAPER
         },
-        (Some(b), Protocol::Official) => EvalTransform::timm(
+        (Some(b), Protocol::Official | Protocol::Testbed) => EvalTransform::timm(
             img_size,
             cfg.crop_pct,
             Interpolation::from_name(&cfg.interpolation)?,
             own_norm,
         )
-        .with_border(b.border(Protocol::Official)),
+        .with_border(b.border(protocol)),
         (None, Protocol::Paper) => EvalTransform {
             resize: img_size,
             crop: img_size,
             ..EvalTransform::PAPER
         },
-        (None, Protocol::Official) => EvalTransform {
+        (None, Protocol::Official | Protocol::Testbed) => EvalTransform {
             resize: img_size,
             crop: img_size,
             interpolation: Interpolation::from_name(&cfg.interpolation)?,
@@ -367,6 +368,22 @@ pub fn transform(
             border: 0,
         },
     })
+}
+
+/// The protocols scored on `set` out of `requested`: a testbed row that would repeat the
+/// official one (every benchmark but ObjectNet, and `--folder` sets) is left out when the
+/// official protocol runs too.
+pub fn protocols_for(set: &ClassificationSet, requested: &[Protocol]) -> Vec<Protocol> {
+    let official = requested.contains(&Protocol::Official);
+    requested
+        .iter()
+        .copied()
+        .filter(|&p| {
+            !(official
+                && p == Protocol::Testbed
+                && !set.benchmark.is_some_and(|b| p.differs_from_official(b)))
+        })
+        .collect()
 }
 
 /// Checkpoint folder or file label used as the model column when no `--model` is given.
@@ -424,10 +441,45 @@ mod tests {
             }
         );
         let vit = PretrainedCfg::inception(224);
+        // ObjectNet's own code does not cut the border; imagenet-testbed does, before resizing.
         let t = transform(Some(Benchmark::ObjectNet), Protocol::Official, 224, &vit).unwrap();
+        assert_eq!((t.resize, t.border, t.norm), (248, 0, Normalization::HALF));
+        let t = transform(Some(Benchmark::ObjectNet), Protocol::Testbed, 224, &vit).unwrap();
         assert_eq!((t.resize, t.border, t.norm), (248, 2, Normalization::HALF));
         let t = transform(Some(Benchmark::ObjectNet), Protocol::Paper, 224, &vit).unwrap();
         assert_eq!(t.border, 0);
+        let t = transform(Some(Benchmark::ImageNetR), Protocol::Testbed, 224, &deit).unwrap();
+        assert_eq!(t.border, 0);
+    }
+
+    fn set(benchmark: Option<Benchmark>) -> ClassificationSet {
+        ClassificationSet {
+            name: "x".into(),
+            benchmark,
+            root: PathBuf::new(),
+            samples: Vec::new(),
+            problems: 0,
+        }
+    }
+
+    #[test]
+    fn testbed_rows_only_where_they_differ_from_official() {
+        use Protocol::*;
+        let on = set(Some(Benchmark::ObjectNet));
+        let a = set(Some(Benchmark::ImageNetA));
+        let folder = set(None);
+        assert_eq!(
+            protocols_for(&on, &Protocol::ALL),
+            vec![Paper, Official, Testbed]
+        );
+        assert_eq!(protocols_for(&a, &Protocol::ALL), vec![Paper, Official]);
+        assert_eq!(
+            protocols_for(&folder, &Protocol::ALL),
+            vec![Paper, Official]
+        );
+        // Asked for alone, testbed scores every set.
+        assert_eq!(protocols_for(&a, &[Testbed]), vec![Testbed]);
+        assert_eq!(protocols_for(&folder, &[Testbed]), vec![Testbed]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::cli::{Dtype, EvalArgs, ModelSpec};
 use crate::metrics::SegMetrics;
 use crate::paper::{self, PaperResults};
 use crate::plan::{self, ClassificationSet, Datasets, SegSet, Skipped};
+use crate::predictions::Predictions;
 use crate::results::{self, RobustnessRow, SegmentationRow};
 use crate::seg::{GtSegsSource, SegFolderSource};
 use crate::topk::{ClassMask, TopKAccuracy};
@@ -157,7 +158,7 @@ fn protocol_groups(
     set: &ClassificationSet,
 ) -> Result<Vec<(data::EvalTransform, Vec<Protocol>)>> {
     let mut groups: Vec<(data::EvalTransform, Vec<Protocol>)> = Vec::new();
-    for p in args.protocol.protocols() {
+    for p in plan::protocols_for(set, &args.protocol.protocols()) {
         let t = plan::transform(set.benchmark, p, m.img_size(), &m.loaded.pretrained)
             .with_context(|| format!("preprocessing of {} for {}", m.label, set.name))?;
         match groups.iter_mut().find(|(g, _)| *g == t) {
@@ -169,10 +170,7 @@ fn protocol_groups(
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Paper => "paper",
-        Protocol::Official => "official",
-    }
+    p.name()
 }
 
 struct Stamp {
@@ -185,6 +183,7 @@ fn eval_classification(
     m: &Model,
     set: &ClassificationSet,
     stamp: &Stamp,
+    mut predictions: Option<&mut Predictions>,
 ) -> Result<Vec<RobustnessRow>> {
     let classes = m.num_classes();
     if let Some(t) = set
@@ -251,11 +250,26 @@ fn eval_classification(
                 .with_context(|| format!("{} on {}", m.label, set.name))?
                 .to_dtype(DType::F32)?
                 .to_vec2::<f32>()?;
+            if let Some(pred) = predictions.as_deref_mut() {
+                let group = names.join("+");
+                let ctx = crate::predictions::Context {
+                    model: &m.label,
+                    checkpoint: &m.checkpoint,
+                    dataset: &set.name,
+                    protocols: &group,
+                    root: &set.root,
+                };
+                for ((row, targets), path) in logits.iter().zip(&batch.targets).zip(&batch.paths) {
+                    pred.add(&ctx, path, targets, row);
+                }
+            }
             for ((p, mask), acc) in scorers.iter().zip(accs.iter_mut()) {
                 for (row, targets) in logits.iter().zip(&batch.targets) {
                     let t: Vec<usize> = match p {
                         Protocol::Paper => vec![targets[0] as usize],
-                        Protocol::Official => targets.iter().map(|&t| t as usize).collect(),
+                        Protocol::Official | Protocol::Testbed => {
+                            targets.iter().map(|&t| t as usize).collect()
+                        }
                     };
                     acc.add(row, &t, mask.as_ref())?;
                 }
@@ -431,14 +445,12 @@ fn plan_entries(
                 .unwrap_or_else(|| "pretrained".into()),
         ),
     };
-    let protocols: Vec<String> = args
-        .protocol
-        .protocols()
-        .into_iter()
-        .map(|p| protocol_name(p).to_owned())
-        .collect();
     let mut out = Vec::new();
     for set in &ds.classification {
+        let protocols: Vec<String> = plan::protocols_for(set, &args.protocol.protocols())
+            .into_iter()
+            .map(|p| protocol_name(p).to_owned())
+            .collect();
         let passes = m
             .and_then(|m| protocol_groups(args, m, set).ok())
             .map_or(protocols.len(), |g| g.len());
@@ -448,7 +460,7 @@ fn plan_entries(
             dataset: set.name.clone(),
             task: "robustness".into(),
             images: set.samples.len(),
-            variants: protocols.clone(),
+            variants: protocols,
             passes,
         });
     }
@@ -629,6 +641,7 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         date: results::utc_date(SystemTime::now()),
         git_rev: results::git_rev(),
     };
+    let mut predictions = args.predictions.clone().map(Predictions::new);
     let rob_path = args.out.join("robustness.csv");
     let seg_path = args.out.join("segmentation.csv");
     report::note(format!("output folder: {}", args.out.display()));
@@ -687,7 +700,11 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
                 summary.robustness.extend(rows);
                 continue;
             }
-            let rows = eval_classification(args, &m, set, &stamp)?;
+            let rows = eval_classification(args, &m, set, &stamp, predictions.as_mut())?;
+            if let Some(p) = &predictions {
+                p.write()
+                    .with_context(|| format!("writing --predictions {}", p.path().display()))?;
+            }
             results::merge_rows(&rob_path, &rows)?;
             for r in &rows {
                 println!(

@@ -154,7 +154,21 @@ fn every_dataset_under_both_protocols() {
         ("si-score-rotation", [5, 6, 5, 6]),
         ("si-score-size", [4, 5, 4, 5]),
     ];
-    assert_eq!(s.robustness.len(), 18);
+    // Nine datasets under paper and official, plus ObjectNet under imagenet-testbed's rule (the
+    // only set the testbed scores differently).
+    assert_eq!(s.robustness.len(), 19);
+    let testbed: Vec<_> = s
+        .robustness
+        .iter()
+        .filter(|r| r.protocol == "testbed")
+        .collect();
+    assert_eq!(testbed.len(), 1);
+    // Among the 125 mapped classes only 409, 530, 606, 783, 728 and 487 are active: 783/k1
+    // (placed at class 6, outside the sublist) is predicted 728, its nearest mapped neighbour
+    // on the circle (a miss), with 783 four steps away inside the top 5.
+    let t = testbed[0];
+    assert_eq!((t.dataset.as_str(), t.images), ("objectnet", 6));
+    assert!(close(t.top1, pct(5)) && close(t.top5, pct(6)), "{t:?}");
     for (dataset, [p1, p5, o1, o5]) in expected {
         for (protocol, t1, t5) in [("paper", p1, p5), ("official", o1, o5)] {
             let r = s
@@ -207,7 +221,7 @@ fn every_dataset_under_both_protocols() {
     let md1 = read("paper_table.md");
     let csv1 = read("paper_table.csv");
     let chart1 = std::fs::read(out.join("chart_tiny_paper.png")).unwrap();
-    assert_eq!(rob1.lines().count(), 19);
+    assert_eq!(rob1.lines().count(), 20);
     assert!(
         rob1.contains(",imagenet-a,official,6,66.667,100.000,33.333,0.000,"),
         "{rob1}"
@@ -221,7 +235,7 @@ fn every_dataset_under_both_protocols() {
 
     // Re-running replaces the rows: same bytes apart from the date and throughput columns.
     let s2 = run(&args);
-    assert_eq!(s2.robustness.len(), 18);
+    assert_eq!(s2.robustness.len(), 19);
     let drop = ["date", "images_per_s"];
     assert_eq!(
         without_run_columns(&read("robustness.csv"), &drop),
@@ -237,4 +251,69 @@ fn every_dataset_under_both_protocols() {
         std::fs::read(out.join("chart_tiny_paper.png")).unwrap(),
         chart1
     );
+}
+
+/// `--predictions`: every ObjectNet image's top 5 with softmax scores, paths relative to the
+/// dataset root, and the accepted classes as the label.
+#[test]
+fn predictions_file_lists_each_images_top_five() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("data");
+    let model_dir = d.path().join("runs/tiny");
+    let file = d.path().join("pred/objectnet.csv");
+    write_data(&root);
+    write_model(&model_dir, &POSITIONS);
+    let s = run(&[
+        "--suite",
+        "objectnet",
+        "--protocol",
+        "all",
+        "--checkpoint",
+        model_dir.to_str().unwrap(),
+        "--data-root",
+        root.to_str().unwrap(),
+        "--out",
+        d.path().join("results").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--predictions",
+        file.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(s.robustness.len(), 3);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], evaluate::predictions::HEADER);
+    // 6 images x 5 ranks for each preprocessing: paper, official, testbed (border crop).
+    assert_eq!(lines.len(), 1 + 3 * 6 * 5);
+    for group in ["paper", "official", "testbed"] {
+        let n = lines
+            .iter()
+            .filter(|l| l.contains(&format!(",objectnet,{group},")))
+            .count();
+        assert_eq!(n, 30, "{group}");
+    }
+    // The alarm clock's second image sits at class 530: first with the highest score, the
+    // label lists both mapped classes, the path is relative to objectnet-1.0/images.
+    let alarm: Vec<Vec<&str>> = lines
+        .iter()
+        .filter(|l| l.contains(",official,alarm_clock/") && l.contains("_001."))
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(alarm.len(), 5);
+    assert_eq!(alarm[0][5], "409;530");
+    assert_eq!((alarm[0][6], alarm[0][7]), ("1", "530"));
+    assert_eq!(alarm[0][8], data::labels::imagenet_wnids()[530]);
+    let scores: Vec<f64> = alarm
+        .iter()
+        .map(|f| f.last().unwrap().parse().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(
+        scores[0] > 0.0 && scores.iter().sum::<f64>() <= 1.0 + 1e-5,
+        "{scores:?}"
+    );
+    // The neighbours on the circle come next (positions 3 and 5: classes 409 and 606).
+    let next: Vec<&str> = alarm[1..3].iter().map(|f| f[7]).collect();
+    assert!(next.contains(&"409") && next.contains(&"606"), "{next:?}");
 }

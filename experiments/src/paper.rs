@@ -88,8 +88,8 @@ pub struct PaperArgs {
     /// Only merge the finished evaluations into the tables of --out (the last printed job).
     #[arg(long, conflicts_with = "print_jobs")]
     pub merge: bool,
-    /// paper, official or both (see `evaluate --help`).
-    #[arg(long, value_enum, default_value_t = ProtocolChoice::Both)]
+    /// paper, official, testbed, both or all (see `evaluate --help`).
+    #[arg(long, value_enum, default_value_t = ProtocolChoice::All)]
     pub protocol: ProtocolChoice,
     /// Device of every job: cpu, cuda or auto (the GPU when built with --features cuda and one
     /// is present, else the CPU; each job's first lines say which).

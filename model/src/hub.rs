@@ -207,7 +207,111 @@ pub fn load(
     opts: &HubOptions,
     device: &Device,
 ) -> Result<LoadedModel> {
-    let var: Option<&Variant> = name.map(variant).transpose()?;
+    let (var, source, weights_path, config_path) = locate(name, weights, opts)?;
+    let parsed = read_config(&config_path, matches!(source, WeightsSource::File(_)))?;
+    let tensors = read_safetensors(&weights_path, &Device::Cpu)?;
+    let naming = Naming::detect(tensors.keys());
+    let src = weights_path.display().to_string();
+    let tensors = match naming {
+        Naming::Timm => tensors,
+        Naming::Transformers => transformers_to_timm(tensors, &src)?,
+    };
+    let metadata = crate::weights::read_metadata(&weights_path)?;
+    let embedded = metadata
+        .get(crate::weights::CONFIG_METADATA_KEY)
+        .map(|j| {
+            serde_json::from_str::<VitConfig>(j).map_err(|e| ModelError::Weights {
+                path: weights_path.clone(),
+                msg: format!("has an unreadable architecture in its metadata: {e}"),
+            })
+        })
+        .transpose()?;
+    let cfg: VitConfig = match (&parsed, embedded, var) {
+        (Some(p), _, _) => p.vit.clone(),
+        (None, Some(c), _) => c,
+        (None, None, Some(v)) => v.config(),
+        (None, None, None) => {
+            return Err(ModelError::WeightsNotFound(format!(
+                "no config.json beside {src} and no model name: say which architecture it is (e.g. --model augreg-base)"
+            )))
+        }
+    };
+    let pretrained = choose_pretrained(
+        parsed.and_then(|p| p.pretrained),
+        &metadata,
+        &weights_path,
+        var,
+        cfg.img_size,
+    )?;
+    let vit = Vit::from_tensors(&cfg, tensors, device, &src)?;
+    Ok(LoadedModel {
+        vit,
+        pretrained,
+        weights_path,
+        naming,
+    })
+}
+
+/// The preprocessing of a model, in order of preference: the `config.json` beside the weights
+/// (a hub folder), the preprocessing recorded in the weights file's metadata (a finetuned
+/// checkpoint records the one its training started from), the named variant's own, and
+/// otherwise Inception-style 0.5/0.5 with crop 0.9.
+fn choose_pretrained(
+    from_config: Option<PretrainedCfg>,
+    metadata: &std::collections::HashMap<String, String>,
+    weights_path: &Path,
+    var: Option<&Variant>,
+    img_size: usize,
+) -> Result<PretrainedCfg> {
+    if let Some(p) = from_config {
+        return Ok(p);
+    }
+    if let Some(j) = metadata.get(crate::weights::PRETRAINED_METADATA_KEY) {
+        return serde_json::from_str::<PretrainedCfg>(j).map_err(|e| ModelError::Weights {
+            path: weights_path.to_path_buf(),
+            msg: format!("has unreadable preprocessing in its metadata: {e}"),
+        });
+    }
+    Ok(var
+        .map(|v| v.native_pretrained_cfg())
+        .unwrap_or_else(|| PretrainedCfg::inception(img_size)))
+}
+
+/// The preprocessing [`load`] would report for the same arguments, without reading the weights
+/// (only the config and the weights file's header); what a training run records.
+pub fn pretrained_cfg(
+    name: Option<&str>,
+    weights: Option<&str>,
+    opts: &HubOptions,
+) -> Result<PretrainedCfg> {
+    let (var, source, weights_path, config_path) = locate(name, weights, opts)?;
+    let parsed = read_config(&config_path, matches!(source, WeightsSource::File(_)))?;
+    let metadata = crate::weights::read_metadata(&weights_path)?;
+    let img_size = parsed
+        .as_ref()
+        .map(|p| p.vit.img_size)
+        .or_else(|| {
+            metadata
+                .get(crate::weights::CONFIG_METADATA_KEY)
+                .and_then(|j| serde_json::from_str::<VitConfig>(j).ok())
+                .map(|c| c.img_size)
+        })
+        .or_else(|| var.map(|v| v.config().img_size))
+        .unwrap_or(224);
+    choose_pretrained(
+        parsed.and_then(|p| p.pretrained),
+        &metadata,
+        &weights_path,
+        var,
+        img_size,
+    )
+}
+
+type Located = (Option<&'static Variant>, WeightsSource, PathBuf, PathBuf);
+
+/// The weights file and the config path beside it for `load`'s arguments.
+fn locate(name: Option<&str>, weights: Option<&str>, opts: &HubOptions) -> Result<Located> {
+    let var: Option<&'static Variant> = name.map(variant).transpose()?;
     let source = match (weights, var) {
         (Some(w), _) => WeightsSource::parse(w)?,
         (None, Some(v)) => WeightsSource::Hub {
@@ -243,42 +347,5 @@ pub fn load(
             (w, c)
         }
     };
-    let parsed = read_config(&config_path, matches!(source, WeightsSource::File(_)))?;
-    let tensors = read_safetensors(&weights_path, &Device::Cpu)?;
-    let naming = Naming::detect(tensors.keys());
-    let src = weights_path.display().to_string();
-    let tensors = match naming {
-        Naming::Timm => tensors,
-        Naming::Transformers => transformers_to_timm(tensors, &src)?,
-    };
-    let embedded = crate::weights::read_metadata(&weights_path)?
-        .get(crate::weights::CONFIG_METADATA_KEY)
-        .map(|j| {
-            serde_json::from_str::<VitConfig>(j).map_err(|e| ModelError::Weights {
-                path: weights_path.clone(),
-                msg: format!("has an unreadable architecture in its metadata: {e}"),
-            })
-        })
-        .transpose()?;
-    let cfg: VitConfig = match (&parsed, embedded, var) {
-        (Some(p), _, _) => p.vit.clone(),
-        (None, Some(c), _) => c,
-        (None, None, Some(v)) => v.config(),
-        (None, None, None) => {
-            return Err(ModelError::WeightsNotFound(format!(
-                "no config.json beside {src} and no model name: say which architecture it is (e.g. --model augreg-base)"
-            )))
-        }
-    };
-    let pretrained = parsed
-        .and_then(|p| p.pretrained)
-        .or_else(|| var.map(|v| v.native_pretrained_cfg()))
-        .unwrap_or_else(|| PretrainedCfg::inception(cfg.img_size));
-    let vit = Vit::from_tensors(&cfg, tensors, device, &src)?;
-    Ok(LoadedModel {
-        vit,
-        pretrained,
-        weights_path,
-        naming,
-    })
+    Ok((var, source, weights_path, config_path))
 }

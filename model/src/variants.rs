@@ -35,11 +35,17 @@ impl Variant {
             Size::Large => VitConfig::vit_large(),
         }
     }
-    /// The checkpoint's own preprocessing (used by the `official` evaluation protocol when no
-    /// hub `config.json` says otherwise).
+    /// The checkpoint's own preprocessing (used by the `official` evaluation protocol when
+    /// neither a `config.json` nor the weights' metadata says otherwise). Every one of the seven
+    /// uses timm's crop_pct 0.9 and bicubic resizing (Resize 248 for 224 px), as their hub
+    /// configs and timm's results tables state; DeiT differs only in the ImageNet mean/std.
+    /// (0.875 is timm's ImageNet default for other families, not these weights'.)
     pub fn native_pretrained_cfg(&self) -> PretrainedCfg {
         if self.deit {
-            PretrainedCfg::imagenet(224)
+            PretrainedCfg {
+                crop_pct: 0.9,
+                ..PretrainedCfg::imagenet(224)
+            }
         } else {
             PretrainedCfg::inception(224)
         }
@@ -185,5 +191,15 @@ mod tests {
             variant("ar-l").unwrap().native_pretrained_cfg().std,
             [0.5; 3]
         );
+        // All seven: crop 0.9, bicubic (timm's hub configs for these weights).
+        for v in VARIANTS {
+            let p = v.native_pretrained_cfg();
+            assert_eq!(
+                (p.crop_pct, p.interpolation.as_str()),
+                (0.9, "bicubic"),
+                "{}",
+                v.name
+            );
+        }
     }
 }

@@ -229,6 +229,10 @@ pub fn save_params(params: &Params, path: &Path) -> Result<()> {
 /// model without a hub config (one trained from scratch, say) loads on its own.
 pub const CONFIG_METADATA_KEY: &str = "robustvit.vit_config";
 
+/// Header key holding the preprocessing (a `PretrainedCfg` as JSON) of the model a finetuned
+/// checkpoint started from, so that the bare file is evaluated as its model was.
+pub const PRETRAINED_METADATA_KEY: &str = "robustvit.pretrained_cfg";
+
 /// Saves a model with timm names and its architecture in the header metadata, plus `extra`.
 pub fn save_model(vit: &crate::Vit, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
     let mut meta = extra.clone();

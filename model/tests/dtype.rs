@@ -21,14 +21,9 @@ fn bf16_copy_matches_the_reference_logits() {
     let got = bf.forward(x).unwrap();
     assert_eq!(got.dtype(), DType::BF16);
     let got = got.to_dtype(DType::F32).unwrap();
-    let scale = model::max_abs(want).unwrap();
-    let diff = model::max_abs_diff(&got, want).unwrap();
+    let d = model::check_close("logits (bf16)", &got, want, 0.0, 0.03).unwrap();
     assert!(
-        diff <= 0.03 * scale,
-        "max |bf16 - ref| {diff} (max |ref| {scale})"
-    );
-    assert!(
-        diff > 0.0,
+        d.max_abs_diff > 0.0,
         "bf16 arithmetic should differ from f32 somewhere"
     );
     let am = |t: &Tensor| -> Vec<u32> { t.argmax(1).unwrap().to_vec1().unwrap() };

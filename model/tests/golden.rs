@@ -9,19 +9,12 @@ fn load(dir: &std::path::Path, file: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(dir.join(file), &Device::Cpu).unwrap()
 }
 
-fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f32, rtol: f32) {
-    assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let w: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = g
-        .iter()
-        .zip(&w)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        diff <= atol + rtol * scale,
-        "{name}: max abs diff {diff:e} (max |ref| {scale:e})"
-    );
+/// NaN, infinities and shape mismatches fail (see `model::compare`).
+fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) {
+    let got = got.to_device(&Device::Cpu).unwrap();
+    if let Err(e) = model::check_close(name, &got, want, atol, rtol) {
+        panic!("{e}");
+    }
 }
 
 #[test]

@@ -49,8 +49,7 @@ fn train_and_inference_paths_agree() {
     let x = Tensor::randn(0f32, 1f32, (2, 3, 48, 48), &dev).unwrap();
     let a = vit.forward(&x).unwrap();
     let b = vit.forward_train(&x).unwrap().logits;
-    let d = model::max_abs_diff(&a, &b).unwrap();
-    assert!(d < 1e-5, "paths differ by {d}");
+    model::check_close("logits (inference vs train path)", &a, &b, 1e-5, 0.0).unwrap();
 }
 
 /// The fused CPU block (`forward_train`) against the same block built from candle ops and the
@@ -73,16 +72,17 @@ fn fused_block_and_composed_ops_give_the_same_gradients() {
     let f = vit.forward_features(&x, model::Mode::Train).unwrap();
     let composed = vit.forward_head(&f, model::Mode::Train).unwrap();
     let gc = loss_of(&composed).backward().unwrap();
-    let max_abs = |t: &Tensor| model::max_abs(t).unwrap();
-    let d = model::max_abs_diff(&fused.logits, &composed).unwrap();
-    assert!(d < 1e-5, "logits differ by {d}");
+    model::check_close(
+        "logits (fused vs composed)",
+        &fused.logits,
+        &composed,
+        1e-5,
+        0.0,
+    )
+    .unwrap();
     for (name, var) in vit.params().iter() {
         let a = fused.param_grad(name, var, &gf).unwrap();
         let b = gc.get(var.as_tensor()).unwrap();
-        let (diff, scale) = (max_abs(&(&a - b).unwrap()), max_abs(b));
-        assert!(
-            diff <= 1e-6 + 1e-4 * scale,
-            "{name}: gradients differ by {diff} (max |g| {scale})"
-        );
+        model::check_close(&format!("grad {name}"), &a, b, 1e-6, 1e-4).unwrap();
     }
 }

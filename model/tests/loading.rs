@@ -168,11 +168,11 @@ fn timm_and_transformers_caches_load_the_same_model() {
     assert_eq!(a.pretrained.crop_pct, 0.875);
     assert_eq!(logits(&a.vit), logits(&vit));
     let (la, lb) = (logits(&a.vit), logits(&b.vit));
-    let d = la
-        .iter()
-        .zip(&lb)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(d < 1e-6, "timm vs transformers naming differ by {d}");
+    let d = model::compare("logits (timm vs transformers naming)", &la, &lb).unwrap();
+    assert!(
+        d.max_abs_diff < 1e-6,
+        "timm vs transformers naming differ by {d:?}"
+    );
 }
 
 #[test]
@@ -382,6 +382,76 @@ fn wrong_input_shape_is_an_error() {
     let e = vit.forward(&x).err().unwrap().to_string();
     assert!(
         e.contains("[1, 3, 48, 48]") && e.contains("(B, 3, 32, 32)"),
+        "{e}"
+    );
+}
+
+/// A finetuned checkpoint keeps its model's preprocessing: the file saved with the recorded
+/// preprocessing in its header loads exactly like the hub-like folder it came from, and a bare
+/// DeiT file with nothing recorded falls back to DeiT's own crop 0.9 (Resize 248), not 0.875.
+#[test]
+fn recorded_preprocessing_travels_with_a_bare_checkpoint() {
+    let cfg = tiny();
+    let vit = Vit::random(&cfg, 9, &Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = offline(tmp.path());
+    let hub_like = tmp.path().join("hub");
+    model::save_params(vit.params(), &hub_like.join("model.safetensors")).unwrap();
+    std::fs::write(hub_like.join("config.json"), timm_config_json(&cfg)).unwrap();
+    let dir_spec = hub_like.to_str().unwrap();
+    let from_dir = model::load(None, Some(dir_spec), &opts, &Device::Cpu).unwrap();
+    assert_eq!(from_dir.pretrained.crop_pct, 0.875);
+    // What a training run records, read without loading the weights.
+    let recorded = model::hub::pretrained_cfg(None, Some(dir_spec), &opts).unwrap();
+    assert_eq!(recorded, from_dir.pretrained);
+
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let best = run.join("best.safetensors");
+    let meta = [(
+        model::weights::PRETRAINED_METADATA_KEY.to_string(),
+        serde_json::to_string(&recorded).unwrap(),
+    )]
+    .into();
+    model::save_model(&from_dir.vit, &best, &meta).unwrap();
+    // Even when named as a DeiT, the recorded preprocessing wins over the variant's default.
+    for name in [None, Some("deit-small")] {
+        let bare = model::load(name, Some(best.to_str().unwrap()), &opts, &Device::Cpu).unwrap();
+        assert_eq!(bare.pretrained, from_dir.pretrained, "{name:?}");
+        assert_eq!(logits(&bare.vit), logits(&from_dir.vit), "{name:?}");
+        assert_eq!(
+            model::hub::pretrained_cfg(name, Some(best.to_str().unwrap()), &opts).unwrap(),
+            recorded
+        );
+    }
+
+    // Nothing recorded: the named variant's own preprocessing.
+    let plain = run.join("plain.safetensors");
+    model::save_model(&vit, &plain, &BTreeMap::new()).unwrap();
+    let deit = model::load(
+        Some("deit-small"),
+        Some(plain.to_str().unwrap()),
+        &opts,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(deit.pretrained.crop_pct, 0.9);
+    assert_eq!(deit.pretrained.mean, [0.485, 0.456, 0.406]);
+    assert_eq!(deit.pretrained.interpolation, "bicubic");
+    // A corrupt record is named, not ignored.
+    let bad = run.join("bad.safetensors");
+    let meta = [(
+        model::weights::PRETRAINED_METADATA_KEY.to_string(),
+        "{".to_string(),
+    )]
+    .into();
+    model::save_model(&vit, &bad, &meta).unwrap();
+    let e = model::load(None, Some(bad.to_str().unwrap()), &opts, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("bad.safetensors") && e.contains("preprocessing"),
         "{e}"
     );
 }

@@ -15,8 +15,8 @@ use relevance::{LossConfig, MaskMode};
 use std::collections::HashMap;
 use std::path::Path;
 
-const FWD: (f32, f32) = (1e-5, 1e-4);
-const GRAD: (f32, f32) = (1e-6, 1e-3);
+const FWD: (f64, f64) = (1e-5, 1e-4);
+const GRAD: (f64, f64) = (1e-6, 1e-3);
 
 fn load(dir: &Path, file: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(dir.join(file), &Device::Cpu)
@@ -52,7 +52,9 @@ struct Report {
 }
 
 impl Report {
-    fn check(&mut self, name: &str, got: &Tensor, want: &Tensor, (atol, rtol): (f32, f32)) {
+    /// Shapes must agree (the fixture stores some tensors with a different but equal-sized
+    /// layout, so only the element count is required); NaN/Inf fail through `model::compare`.
+    fn check(&mut self, name: &str, got: &Tensor, want: &Tensor, tol: (f64, f64)) {
         if got.elem_count() != want.elem_count() {
             self.failures.push(format!(
                 "{name}: shape {:?} vs reference {:?}",
@@ -61,19 +63,17 @@ impl Report {
             ));
             return;
         }
-        let (g, w) = (vec(got), vec(want));
-        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let diff = g.iter().zip(&w).fold(0f32, |m, (a, b)| {
-            if (a - b).is_nan() {
-                f32::INFINITY
-            } else {
-                m.max((a - b).abs())
-            }
-        });
-        self.record(name, diff, scale, diff <= atol + rtol * scale);
+        self.check_values(name, &vec(got), &vec(want), tol);
     }
 
-    fn record(&mut self, name: &str, diff: f32, scale: f32, ok: bool) {
+    fn check_values(&mut self, name: &str, got: &[f32], want: &[f32], (atol, rtol): (f64, f64)) {
+        match model::compare(name, got, want) {
+            Ok(d) => self.record(name, d.max_abs_diff, d.max_abs_ref, d.within(atol, rtol)),
+            Err(e) => self.failures.push(e),
+        }
+    }
+
+    fn record(&mut self, name: &str, diff: f64, scale: f64, ok: bool) {
         let rel = if scale > 0.0 { diff / scale } else { 0.0 };
         let line =
             format!("{name:<48} max abs diff {diff:.3e}  rel {rel:.3e}  (max|ref| {scale:.3e})");
@@ -252,9 +252,31 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
         (1e-7, 0.0),
     );
 
-    // The map for the model's own prediction when no targets are given.
+    // The map for the model's own prediction when no targets are given (what the segmentation
+    // test evaluates): it picks the predicted classes, equals the map asked for those classes,
+    // and matches the reference map on every image whose prediction is the fixture's target.
     let own = relevance::relevance_map(vit, x, None).unwrap();
     assert_eq!(own.targets, pred);
+    let for_pred = relevance::relevance_map(vit, x, Some(&pred)).unwrap();
+    r.check(
+        "relevance_map(None) vs relevance_map(pred)",
+        &own.map,
+        &for_pred.map,
+        (0.0, 0.0),
+    );
+    let agree: Vec<usize> = (0..b).filter(|&i| pred[i] == targets[i]).collect();
+    assert!(
+        !agree.is_empty(),
+        "the fixture set needs an image whose prediction is its target"
+    );
+    for &i in &agree {
+        r.check(
+            &format!("relevance_map(None)[{i}] (predicted = target)"),
+            &own.map.get(i).unwrap(),
+            &out["relevance"].get(i).unwrap(),
+            FWD,
+        );
+    }
 
     // Losses from the map.
     let t =
@@ -452,27 +474,42 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
     r.finish();
 }
 
-/// `qkv.bias`: query and value slices as gradients; the key slice `[D, 2D)` only absolutely
-/// (its exact gradient is zero, the stored values are rounding noise).
+/// `qkv.bias`: query and value slices as gradients (scaled by the whole tensor's max|ref|); the
+/// key slice `[D, 2D)` only absolutely (its exact gradient is zero, the stored values are
+/// rounding noise).
 fn check_qkv_bias(r: &mut Report, name: &str, got: &Tensor, want: &Tensor, d: usize) {
     let (g, w) = (vec(got), vec(want));
-    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let (mut qv, mut key) = (0f32, 0f32);
-    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        let e = (a - b).abs();
-        if (d..2 * d).contains(&i) {
-            key = key.max(e);
-        } else {
-            qv = qv.max(e);
-        }
+    if g.len() != 3 * d || w.len() != 3 * d {
+        r.failures.push(format!(
+            "grad.{name}: {} / {} elements, expected 3·{d}",
+            g.len(),
+            w.len()
+        ));
+        return;
     }
-    r.record(
-        &format!("grad.{name} [q, v]"),
-        qv,
-        scale,
-        qv <= GRAD.0 + GRAD.1 * scale,
-    );
-    r.record(&format!("grad.{name} [k] (abs)"), key, scale, key <= 1e-6);
+    let scale = match model::compare(&format!("grad.{name}"), &g, &w) {
+        Ok(all) => all.max_abs_ref,
+        Err(e) => return r.failures.push(e),
+    };
+    let pick = |v: &[f32]| -> Vec<f32> { [&v[..d], &v[2 * d..]].concat() };
+    match model::compare(&format!("grad.{name} [q, v]"), &pick(&g), &pick(&w)) {
+        Ok(qv) => r.record(
+            &format!("grad.{name} [q, v]"),
+            qv.max_abs_diff,
+            scale,
+            qv.max_abs_diff <= GRAD.0 + GRAD.1 * scale,
+        ),
+        Err(e) => r.failures.push(e),
+    }
+    match model::compare(&format!("grad.{name} [k]"), &g[d..2 * d], &w[d..2 * d]) {
+        Ok(k) => r.record(
+            &format!("grad.{name} [k] (abs)"),
+            k.max_abs_diff,
+            scale,
+            k.max_abs_diff <= 1e-6,
+        ),
+        Err(e) => r.failures.push(e),
+    }
 }
 
 /// Tight where the reference gradient is clearly non-zero; elsewhere the first AdamW step is
@@ -487,23 +524,40 @@ fn check_param_after(
     h: &relevance::AdamWConfig,
 ) {
     let (p, g, w, gr) = (vec(before), vec(got), vec(want), vec(grad_ref));
+    let label = format!("param_after.{name}");
+    let scale = match model::compare(&label, &g, &w) {
+        Ok(all) => all.max_abs_ref,
+        Err(e) => return r.failures.push(e),
+    };
+    // (The reference gradient itself is checked, NaN included, as `grad.{name}`.)
+    if p.len() != g.len() || gr.len() != g.len() {
+        return r.failures.push(format!(
+            "{label}: {} parameters before, {} after, {} reference gradients",
+            p.len(),
+            g.len(),
+            gr.len()
+        ));
+    }
     let decay = (1.0 - h.lr * h.weight_decay) as f32;
-    let (mut tight, mut loose) = (0f32, 0f32);
+    let (mut tg, mut tw, mut lg, mut lw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..p.len() {
         if gr[i].abs() > 1e-5 {
-            tight = tight.max((g[i] - w[i]).abs());
+            tg.push(g[i]);
+            tw.push(w[i]);
         } else {
-            loose = loose.max((g[i] - p[i] * decay).abs());
+            lg.push(g[i]);
+            lw.push(p[i] * decay);
         }
     }
-    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-    r.record(&format!("param_after.{name}"), tight, scale, tight <= 2e-6);
-    r.record(
-        &format!("param_after.{name} (|g|<=1e-5: step size)"),
-        loose,
-        h.lr as f32,
-        loose <= h.lr as f32 + 2e-6,
-    );
+    match model::compare(&label, &tg, &tw) {
+        Ok(t) => r.record(&label, t.max_abs_diff, scale, t.max_abs_diff <= 2e-6),
+        Err(e) => r.failures.push(e),
+    }
+    let loose = format!("param_after.{name} (|g|<=1e-5: step size)");
+    match model::compare(&loose, &lg, &lw) {
+        Ok(l) => r.record(&loose, l.max_abs_diff, h.lr, l.max_abs_diff <= h.lr + 2e-6),
+        Err(e) => r.failures.push(e),
+    }
 }
 
 /// The baselines recomputed by hand (f64) from the reference attention maps and gradients,
@@ -595,6 +649,11 @@ fn explainers_match_hand_computation_from_reference_attention() {
             .collect();
         gcam.extend(finish(&t));
     }
+    // The RobustViT map itself: the reference's own value.
+    want.push((
+        relevance::Explainer::Relevance,
+        vec(&out["relevance"]).into_iter().map(f64::from).collect(),
+    ));
     want.push((relevance::Explainer::RawAttention, raw));
     want.push((relevance::Explainer::Rollout, roll));
     want.push((relevance::Explainer::GradCam, gcam));

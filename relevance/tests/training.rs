@@ -101,6 +101,8 @@ fn gradient_matches_central_differences() {
                     "{mask_mode:?} {name}[{i}]: analytic {:.6e} fd {fd:.6e} err/max|g| {err:.2e}",
                     gv[i]
                 );
+                // f64::max would drop a NaN error.
+                assert!(err.is_finite(), "{name}[{i}]: analytic {} fd {fd}", gv[i]);
                 worst = worst.max(err);
             }
         }

@@ -511,6 +511,26 @@ pub fn initial_model(cfg: &TrainConfig, device: &Device) -> Result<Vit> {
     Ok(m.vit)
 }
 
+/// Header metadata recording the preprocessing of the model the run started from, so that a
+/// bare `best.safetensors` is evaluated (official protocol) exactly as that model: without it,
+/// a DeiT checkpoint would fall back to whatever default the loader has. Empty for a model
+/// built from `arch` (no preprocessing of its own).
+fn recorded_preprocessing(cfg: &TrainConfig) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut meta = std::collections::BTreeMap::new();
+    if cfg.arch.is_none() {
+        let p = model::hub::pretrained_cfg(
+            cfg.model.as_deref(),
+            cfg.weights.as_deref(),
+            &model::HubOptions::from_env(),
+        )?;
+        meta.insert(
+            model::weights::PRETRAINED_METADATA_KEY.to_string(),
+            serde_json::to_string(&p).expect("PretrainedCfg serialises"),
+        );
+    }
+    Ok(meta)
+}
+
 /// Runs (or continues) a training run in `run`. Returns the final state.
 pub fn train(
     cfg: &TrainConfig,
@@ -523,6 +543,7 @@ pub fn train(
 ) -> Result<RunState> {
     let first_epoch = state.epochs_done;
     let lc = loss_config(cfg)?;
+    let recorded = recorded_preprocessing(cfg)?;
     let data = prepare_data(cfg, run)?;
     let original = if cfg.arch.is_none() && state.original_val.is_none() && !data.val.is_empty() {
         Some(vit.clone())
@@ -668,7 +689,8 @@ pub fn train(
             (None, _) => true,
         };
         if is_best {
-            let meta = [("robustvit.epoch".to_string(), epoch.to_string())].into();
+            let mut meta = recorded.clone();
+            meta.insert("robustvit.epoch".to_string(), epoch.to_string());
             model::save_model(&vit, &run.file("best.safetensors"), &meta)?;
             state.best_val_loss = val.map(|v| v.loss);
             state.best_epoch = Some(epoch);

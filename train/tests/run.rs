@@ -302,3 +302,72 @@ fn paper_defaults_come_from_the_settings_file() {
     // The step schedule: x0.85 every two epochs.
     assert!((train::trainer::learning_rate(&c, 5, 0, 100) - 1e-5 * 0.85f64.powi(2)).abs() < 1e-18);
 }
+
+/// A run started from a hub-like folder (config.json + weights) records that folder's
+/// preprocessing in `best.safetensors`, so the bare file loads with the same preprocessing.
+#[test]
+fn checkpoints_record_the_preprocessing_they_started_from() {
+    let f = fixture();
+    let mut cfg = model::VitConfig::vit(32, 2, 2, 32, 8);
+    cfg.num_classes = 1000;
+    let start = f.root.join("start");
+    let vit = model::Vit::random(&cfg, 3, &Device::Cpu).unwrap();
+    model::save_params(vit.params(), &start.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "architecture": "vit_tiny_patch16_224",
+        "num_classes": 1000,
+        "model_args": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2,
+                       "num_heads": 2, "num_classes": 1000},
+        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406],
+                           "std": [0.229, 0.224, 0.225], "crop_pct": 0.95,
+                           "interpolation": "bilinear"}
+    });
+    std::fs::write(start.join("config.json"), config.to_string()).unwrap();
+    let run = f.root.join("run_from_weights");
+    let a: Vec<String> = [
+        "train",
+        "--weights",
+        start.to_str().unwrap(),
+        "--imagenet",
+        f.images.to_str().unwrap(),
+        "--imagenet-s",
+        f.masks.to_str().unwrap(),
+        "--train-classes",
+        "2",
+        "--train-per-class",
+        "2",
+        "--val-per-class",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--lr",
+        "2e-3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--vis-images",
+        "0",
+        "--out",
+        run.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    train::execute(&TrainArgs::parse_from(a)).unwrap();
+    let hub = model::HubOptions {
+        cache_dir: f.root.clone(),
+        offline: true,
+        progress: false,
+    };
+    let from_folder = model::load(None, Some(start.to_str().unwrap()), &hub, &Device::Cpu).unwrap();
+    assert_eq!(from_folder.pretrained.crop_pct, 0.95);
+    let best = run.join("best.safetensors");
+    let meta = model::weights::read_metadata(&best).unwrap();
+    let recorded: model::PretrainedCfg =
+        serde_json::from_str(&meta[model::weights::PRETRAINED_METADATA_KEY]).unwrap();
+    assert_eq!(recorded, from_folder.pretrained);
+    let bare = model::load(None, Some(best.to_str().unwrap()), &hub, &Device::Cpu).unwrap();
+    assert_eq!(bare.pretrained, from_folder.pretrained);
+}
