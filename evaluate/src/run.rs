@@ -672,14 +672,12 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         } else {
             (Vec::new(), Vec::new())
         };
-        let protocols: Vec<&str> = args
-            .protocol
-            .protocols()
-            .into_iter()
-            .map(protocol_name)
-            .collect();
         let explainers: Vec<&str> = args.explainers().iter().map(|e| e.name()).collect();
         for set in &ds.classification {
+            let protocols: Vec<&str> = plan::protocols_for(set, &args.protocol.protocols())
+                .into_iter()
+                .map(protocol_name)
+                .collect();
             let kept = finished(&done_rob, &m, &set.name, &protocols, |r| {
                 (
                     &r.model,
