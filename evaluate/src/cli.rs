@@ -274,6 +274,11 @@ pub struct EvalArgs {
     /// No progress bars or progress lines, no `reproduce with` line.
     #[arg(long)]
     pub quiet: bool,
+    /// Keep the datasets whose rows --out's tables already hold for the same weights (model,
+    /// checkpoint and its sha256, every protocol/explainer) and evaluate only the others: an
+    /// interrupted evaluation run again goes on where it stopped.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 impl Default for EvalArgs {
@@ -464,6 +469,9 @@ impl EvalArgs {
         }
         if self.quiet {
             a.push("--quiet".into());
+        }
+        if self.resume {
+            a.push("--resume".into());
         }
         a
     }

@@ -512,6 +512,33 @@ fn print_datasets(ds: &Datasets) {
     }
 }
 
+/// With `--resume`: the rows of `dataset` already in a table for exactly these weights, one
+/// for each of `variants` (protocols or explainers), or None when any is missing. Each dataset
+/// is merged into the table atomically once evaluated, so a row there is a finished dataset.
+fn finished<R: Clone>(
+    done: &[R],
+    m: &Model,
+    dataset: &str,
+    variants: &[&str],
+    fields: impl Fn(&R) -> (&String, &String, &String, &String, &String),
+) -> Option<Vec<R>> {
+    variants
+        .iter()
+        .map(|v| {
+            done.iter()
+                .find(|r| {
+                    let (model, ckpt, sha, ds, variant) = fields(r);
+                    model == &m.label
+                        && ckpt == &m.checkpoint
+                        && sha == &m.sha
+                        && ds == dataset
+                        && variant == v
+                })
+                .cloned()
+        })
+        .collect()
+}
+
 /// Runs the evaluation described by `args` (see the binary's `--help`).
 pub fn run(args: &EvalArgs) -> Result<RunSummary> {
     let mut summary = RunSummary {
@@ -666,7 +693,40 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         summary
             .planned
             .extend(plan_entries(args, Some(&m), spec, &ds));
+        let (done_rob, done_seg) = if args.resume {
+            (
+                results::read_rows::<RobustnessRow>(&rob_path)?,
+                results::read_rows::<SegmentationRow>(&seg_path)?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let explainers: Vec<&str> = args.explainers().iter().map(|e| e.name()).collect();
         for set in &ds.classification {
+            let protocols: Vec<&str> = plan::protocols_for(set, &args.protocol.protocols())
+                .into_iter()
+                .map(protocol_name)
+                .collect();
+            let kept = finished(&done_rob, &m, &set.name, &protocols, |r| {
+                (
+                    &r.model,
+                    &r.checkpoint,
+                    &r.checkpoint_sha256,
+                    &r.dataset,
+                    &r.protocol,
+                )
+            });
+            if let Some(rows) = kept {
+                println!(
+                    "{} {} {}: kept from {}",
+                    m.label,
+                    m.checkpoint,
+                    set.name,
+                    rob_path.display()
+                );
+                summary.robustness.extend(rows);
+                continue;
+            }
             let rows = eval_classification(args, &m, set, &stamp, predictions.as_mut())?;
             if let Some(p) = &predictions {
                 p.write()
@@ -689,6 +749,26 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
             summary.robustness.extend(rows);
         }
         for set in &ds.segmentation {
+            let kept = finished(&done_seg, &m, set.name(), &explainers, |r| {
+                (
+                    &r.model,
+                    &r.checkpoint,
+                    &r.checkpoint_sha256,
+                    &r.dataset,
+                    &r.explainer,
+                )
+            });
+            if let Some(rows) = kept {
+                println!(
+                    "{} {} {}: kept from {}",
+                    m.label,
+                    m.checkpoint,
+                    set.name(),
+                    seg_path.display()
+                );
+                summary.segmentation.extend(rows);
+                continue;
+            }
             let rows = eval_segmentation(args, &m, set, &stamp)?;
             results::merge_rows(&seg_path, &rows)?;
             for r in &rows {

@@ -23,5 +23,5 @@ pub enum Cmd {
     /// The whole reproduction: finetune the paper's models, evaluate original and finetuned
     /// weights, regenerate paper_table.md and the charts (or print the jobs for a cluster).
     #[command(after_help = crate::paper::AFTER_HELP)]
-    Paper(crate::paper::PaperArgs),
+    Paper(Box<crate::paper::PaperArgs>),
 }

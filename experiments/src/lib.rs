@@ -5,4 +5,5 @@ pub mod cli;
 pub mod demo;
 pub mod demo_report;
 pub mod paper;
+pub mod slurm;
 pub mod synth;

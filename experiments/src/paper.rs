@@ -5,7 +5,10 @@
 //! the evaluations into one set of tables (`paper_table.md`, the CSVs, the charts).
 //!
 //! Every step is a (model, step) cell that is also a self-contained shell command, so the same
-//! work can be listed with `--print-jobs` and spread over a cluster. Each evaluation writes into
+//! work can be listed with `--print-jobs` or written as Slurm job arrays (`--slurm`, see
+//! [`crate::slurm`]) and spread over a cluster. Every command starts or resumes by itself (train
+//! `--resume-or-start`, evaluate `--resume`), so a killed job is simply run again. Each
+//! evaluation writes into
 //! its own folder, `<out>/cells/<model>-<original|finetuned>`, because `evaluate` merges its
 //! CSVs by read-modify-rename: two evaluations running at the same time into one folder would
 //! drop each other's rows. The last job merges the cells (idempotently, so re-running it or any
@@ -30,23 +33,25 @@ Outputs in --out: runs/<model>/ (the training runs), cells/<model>-original/ and
 cells/<model>-finetuned/ (one evaluation each), and, merged from the cells, robustness.csv,
 segmentation.csv, paper_table.md / paper_table.csv and chart_<model>_<protocol>.png.
 
-A finished run is kept and an interrupted one resumed, so the command can simply be run again.
+A finished run is kept, an interrupted one resumed, and an interrupted evaluation keeps the
+datasets it finished, so the command (or any job below) can simply be run again.
 
---print-jobs prints the same work as one shell command per line, to run from the workspace root
-in three waves:
-  1. the `cargo run --release -p train` lines (one per model; independent of each other),
-  2. the `cargo run --release -p evaluate` lines (independent of each other; a finetuned
-     evaluation needs its model's training finished; the original-weights ones can run at once),
-  3. the last line, `cargo run --release -p experiments -- paper --merge ...`.
-With a Slurm job array, for example:
-  experiments paper --data-root D --out O --print-jobs > jobs.txt
-  grep -- '-p train ' jobs.txt > train.txt; grep -- '-p evaluate ' jobs.txt > eval.txt
-  a=$(sbatch --parsable --array=1-$(wc -l < train.txt) run-line.sh train.txt)
-  b=$(sbatch --parsable --dependency=afterok:$a --array=1-$(wc -l < eval.txt) run-line.sh eval.txt)
-  sbatch --dependency=afterok:$b --wrap \"$(tail -n 1 jobs.txt)\"
-where run-line.sh runs line $SLURM_ARRAY_TASK_ID of its file (sed -n \"${SLURM_ARRAY_TASK_ID}p\").
-Every job may be re-run: results are replaced, not duplicated. Re-printing the jobs after an
-interruption prints `--resume` for the runs already started.";
+--slurm DIR writes Slurm batch scripts and DIR/submit.sh (see `bash DIR/submit.sh`): a build
+job (cargo build, with --features cuda unless --device cpu; skipped with --binaries), a training
+array (one task per model), an evaluation array (one task per model and weights; a finetuned
+one waits for its model's training) and the merge. Every task is requeue-safe. DIR/tasks.tsv
+maps array indices to models; logs go to DIR/logs/<array>_<index>.out.
+
+--print-jobs prints the same work as one command per line for other schedulers: a first comment
+line with the build command, then, in three waves:
+  1. the train lines (one per model; independent of each other),
+  2. the evaluate lines (independent of each other; a finetuned evaluation needs its model's
+     training finished; the original-weights ones can run at once),
+  3. the last line, `experiments paper --merge ...`.
+The lines call the built binaries by absolute path (--binaries, default: the folder of this
+binary). With --device auto (the default) jobs run with --device cuda, so that a job on a node
+without a GPU fails instead of running on the CPU. Every line may be run again: runs resume,
+evaluations keep their finished datasets, results are replaced, not duplicated.";
 
 /// Options of `experiments paper`.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,6 +76,15 @@ pub struct PaperArgs {
     /// Print one shell command per (model, step) instead of running (see below).
     #[arg(long)]
     pub print_jobs: bool,
+    /// Write Slurm batch scripts and a submit.sh into this folder instead of running (see below).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["print_jobs", "merge"])]
+    pub slurm: Option<PathBuf>,
+    /// Folder holding the built train, evaluate and experiments binaries that the jobs call
+    /// (default for --print-jobs: the folder of this binary; for --slurm: a build job).
+    #[arg(long, value_name = "DIR")]
+    pub binaries: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: crate::slurm::SlurmArgs,
     /// Only merge the finished evaluations into the tables of --out (the last printed job).
     #[arg(long, conflicts_with = "print_jobs")]
     pub merge: bool,
@@ -130,21 +144,69 @@ pub struct Job {
     pub step: Step,
     /// Canonical model name (empty for the merge).
     pub model: String,
-    /// The cargo package whose binary runs it: `train`, `evaluate` or `experiments`.
+    /// The binary that runs it: `train`, `evaluate` or `experiments`.
     pub package: &'static str,
-    /// Arguments after `--`.
+    /// Its arguments.
     pub args: Vec<String>,
 }
 
 impl Job {
-    /// The shell command that runs this job from the workspace root.
-    pub fn command(&self) -> String {
-        let mut s = format!("cargo run --release -p {} --", self.package);
+    /// The shell command that runs this job with the binaries in `bin` (from any folder: every
+    /// path in it is absolute).
+    pub fn command(&self, bin: &Path) -> String {
+        let mut s = shell_quote(&s(&bin.join(self.package)));
         for a in &self.args {
             s.push(' ');
             s.push_str(&shell_quote(a));
         }
         s
+    }
+}
+
+/// The cargo command that builds the binaries the jobs call, with the GPU code unless the jobs
+/// run on the CPU.
+pub fn build_command(device: &str) -> String {
+    let mut c = String::from("cargo build --release -p train -p evaluate -p experiments");
+    if device != "cpu" {
+        c.push_str(" --features train/cuda,evaluate/cuda,experiments/cuda");
+    }
+    c
+}
+
+/// The folder of the binaries the printed jobs call: --binaries, else this binary's own.
+pub fn binaries_dir(args: &PaperArgs) -> Result<PathBuf> {
+    match &args.binaries {
+        Some(d) => absolute(d),
+        None => {
+            let exe = std::env::current_exe().context("locating the experiments binary")?;
+            Ok(exe
+                .parent()
+                .context("the experiments binary has no folder")?
+                .to_path_buf())
+        }
+    }
+}
+
+/// Checks that `dir` holds the three binaries the jobs call.
+pub fn check_binaries(dir: &Path) -> Result<()> {
+    for b in ["train", "evaluate", "experiments"] {
+        if !dir.join(b).is_file() {
+            bail!(
+                "--binaries {}: no `{b}` there; build them with `{}` and give its target/release folder",
+                dir.display(),
+                build_command("cpu")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The device a cluster job is given: `auto` becomes `cuda`, so that a job on a node without a
+/// usable GPU fails instead of running on the CPU for days.
+fn job_device(args: &PaperArgs) -> String {
+    match args.device.as_str() {
+        "auto" => "cuda".into(),
+        d => d.into(),
     }
 }
 
@@ -254,25 +316,10 @@ fn weights_spec(w: &str) -> Result<String> {
     })
 }
 
-/// The train job as a shell line: what `demo::run_train` would decide now (keep a finished
-/// run, resume a started one, overwrite one that never got past its configuration).
+/// The train job: starts the run, or continues it when killed and run again.
 fn train_job_args(args: &PaperArgs, model: &str, dir: &Path) -> Result<Vec<String>> {
-    if dir.join("state.json").is_file() {
-        let mut a = vec![
-            "--resume".into(),
-            s(dir),
-            "--device".into(),
-            args.device.clone(),
-        ];
-        if args.quiet {
-            a.push("--quiet".into());
-        }
-        return Ok(a);
-    }
-    let mut a = train_args(args, model, dir)?;
-    if dir.join("config.json").exists() {
-        a.push("--force".into());
-    }
+    let mut a = vec!["--resume-or-start".to_string()];
+    a.extend(train_args(args, model, dir)?);
     Ok(a)
 }
 
@@ -297,6 +344,7 @@ pub fn eval_args(args: &PaperArgs, model: &str, step: Step) -> Result<EvalArgs> 
         limit: args.limit,
         device: args.device.clone(),
         quiet: args.quiet,
+        resume: true,
         ..EvalArgs::default()
     })
 }
@@ -328,8 +376,16 @@ fn merge_args(args: &PaperArgs, models: &[String]) -> Result<Vec<String>> {
 }
 
 /// Every cell, in the order a job array runs them: the trainings, the evaluations of the
-/// original weights, those of the finetuned weights, the merge.
+/// original weights, those of the finetuned weights, the merge. Cluster jobs get
+/// [`job_device`]'s device.
 pub fn jobs(args: &PaperArgs) -> Result<Vec<Job>> {
+    let mut args = args.clone();
+    args.device = job_device(&args);
+    cells(&args)
+}
+
+/// Every cell with the device as given.
+fn cells(args: &PaperArgs) -> Result<Vec<Job>> {
     let models = model_names(args)?;
     let out = absolute(&args.out)?;
     let mut jobs = Vec::new();
@@ -431,24 +487,28 @@ pub fn merge(out: &Path, models: &[String]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs one job in-process (printing its command); a train job skips a finished run and
-/// resumes an interrupted one.
+/// Runs one job in-process (printing its command), as its binary would: a train job skips a
+/// finished run and resumes an interrupted one, an evaluation keeps its finished datasets.
 pub fn run_job(args: &PaperArgs, job: &Job) -> Result<()> {
     let out = absolute(&args.out)?;
+    let bin = binaries_dir(args)?;
     match job.step {
         Step::Train => {
-            let dir = run_dir(&out, &job.model);
-            crate::demo::run_train(train_args(args, &job.model, &dir)?, &dir, false)
-                .with_context(|| format!("training {}", job.model))
+            println!("$ {}", job.command(&bin));
+            let a = <train::TrainArgs as clap::Parser>::try_parse_from(
+                std::iter::once("train".to_string()).chain(job.args.iter().cloned()),
+            )?;
+            train::execute(&a).with_context(|| format!("training {}", job.model))?;
+            Ok(())
         }
         Step::EvalOriginal | Step::EvalFinetuned => {
             let e = eval_args(args, &job.model, job.step)?;
-            println!("$ {}", job.command());
+            println!("$ {}", job.command(&bin));
             evaluate::run(&e).with_context(|| format!("evaluating {}", job.model))?;
             Ok(())
         }
         Step::Merge => {
-            println!("$ {}", job.command());
+            println!("$ {}", job.command(&bin));
             let files = merge(&out, &model_names(args)?)?;
             for f in files {
                 println!("  {}", f.display());
@@ -467,16 +527,28 @@ pub fn run(args: &PaperArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let jobs = jobs(args)?;
+    if let Some(dir) = &args.slurm {
+        if let Err(e) = check_train_data(args) {
+            eprintln!("warning: {e:#}");
+        }
+        return crate::slurm::write(dir, args, &jobs(args)?);
+    }
     if args.print_jobs {
         if let Err(e) = check_train_data(args) {
             eprintln!("warning: {e:#}");
         }
-        for j in &jobs {
-            println!("{}", j.command());
+        let bin = binaries_dir(args)?;
+        println!(
+            "# Build once, from the workspace root: {}; the lines below call {}/.",
+            build_command(&job_device(args)),
+            bin.display()
+        );
+        for j in &jobs(args)? {
+            println!("{}", j.command(&bin));
         }
         return Ok(());
     }
+    let jobs = cells(args)?;
     check_train_data(args)?;
     // Model by model, so that the first model's numbers exist before the last one trains.
     let mut order: Vec<&Job> = jobs.iter().collect();

@@ -2,120 +2,26 @@
 //! model standing in for the hub models: `--print-jobs` lists every (model, step) cell, and those
 //! commands run in a shuffled order give the same tables as the in-process run.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-use candle_core::Device;
 use clap::Parser;
-use evaluate::mat::{write_gtsegs, Sample};
-use experiments::paper::{self, PaperArgs};
+use common::{assert_same_outputs, fixture, paper_args, parse_paper, s, split_words, MODELS};
+use experiments::paper;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-/// The two paper models whose names label the stand-in model.
-const MODELS: [&str; 2] = ["augreg-base", "deit-small"];
-
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(clap::Subcommand)]
-enum Cmd {
-    Paper(PaperArgs),
-}
-
-fn parse_paper(args: &[String]) -> PaperArgs {
-    let cli = Cli::try_parse_from(std::iter::once("experiments".to_string()).chain(args.to_vec()))
-        .unwrap_or_else(|e| panic!("{e}: {args:?}"));
-    let Cmd::Paper(a) = cli.cmd;
-    a
-}
-
-/// Every dataset and ImageNet-S in their layouts under `root`, the segmentation test's
-/// gtsegs file, and the stand-in model; returns (weights, arch).
-fn fixture(dir: &Path, root: &Path) -> (PathBuf, PathBuf) {
-    let spec = data::synthetic::SyntheticSpec {
-        classes: 3,
-        images_per_class: 3,
-        width: 40,
-        height: 36,
-        bad_files: false,
-    };
-    data::synthetic::write_all(root, &spec).unwrap();
-    let half = Sample {
-        image: data::synthetic::pattern(24, 20, 0, 0),
-        mask: image::GrayImage::from_fn(24, 20, |x, _| image::Luma([u8::from(x < 12)])),
-    };
-    let corner = Sample {
-        image: data::synthetic::pattern(20, 20, 1, 1),
-        mask: image::GrayImage::from_fn(20, 20, |x, y| image::Luma([u8::from(x < 8 && y < 8)])),
-    };
-    let mat = root.join("imagenet-segmentation/gtsegs_ijcv.mat");
-    std::fs::create_dir_all(mat.parent().unwrap()).unwrap();
-    write_gtsegs(&mat, &[half, corner]).unwrap();
-
-    let mut cfg = model::VitConfig::vit(32, 2, 2, 32, 8);
-    cfg.num_classes = 1000;
-    let arch = dir.join("arch.json");
-    std::fs::write(&arch, serde_json::to_string(&cfg).unwrap()).unwrap();
-    let weights = dir.join("tiny.safetensors");
-    let vit = model::Vit::random(&cfg, 7, &Device::Cpu).unwrap();
-    model::save_model(&vit, &weights, &Default::default()).unwrap();
-    (weights, arch)
-}
-
-/// POSIX-shell word splitting of the printed lines (plain words and single quotes).
-fn split_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                for q in chars.by_ref() {
-                    if q == '\'' {
-                        break;
-                    }
-                    cur.push(q);
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.extend(chars.next());
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    words
-}
-
-/// (package, arguments after `--`) of a printed job.
+/// (binary, arguments) of a printed job, which calls a built binary by absolute path.
 fn parse_job(line: &str) -> (String, Vec<String>) {
     let w = split_words(line);
-    assert_eq!(
-        w[..3],
-        ["cargo", "run", "--release"],
-        "not a cargo run line: {line}"
-    );
-    assert_eq!((w[3].as_str(), w[5].as_str()), ("-p", "--"), "{line}");
-    (w[4].clone(), w[6..].to_vec())
+    let bin = Path::new(&w[0]);
+    assert!(bin.is_absolute(), "not an absolute binary path: {line}");
+    (
+        bin.file_name().unwrap().to_str().unwrap().to_string(),
+        w[1..].to_vec(),
+    )
 }
 
 /// Runs a printed job in-process, as its binary would.
@@ -147,25 +53,6 @@ fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         .map(|i| args[i + 1].as_str())
 }
 
-/// A result table without the columns that record when and how fast it ran, and without the
-/// checkpoint hash: the model crate writes safetensors header metadata in `HashMap` order, so
-/// equal weights can hash differently (the weights themselves are compared separately).
-fn without_run_columns(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let keep: Vec<usize> = (0..header.len())
-        .filter(|&i| !["date", "images_per_s", "checkpoint_sha256"].contains(&header[i]))
-        .collect();
-    std::iter::once(header.join(","))
-        .chain(lines.map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            keep.iter().map(|&i| f[i]).collect::<Vec<_>>().join(",")
-        }))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn printed_jobs_in_any_order_give_the_same_tables() {
     for m in MODELS {
@@ -175,33 +62,13 @@ fn printed_jobs_in_any_order_give_the_same_tables() {
     let root = d.path().join("data");
     let out = d.path().join("out");
     let (weights, arch) = fixture(d.path(), &root);
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let args: Vec<String> = [
-        "paper",
-        "--data-root",
-        &s(&root),
-        "--models",
-        &MODELS.join(","),
-        "--out",
-        &s(&out),
-        "--device",
-        "cpu",
-        "--epochs",
-        "1",
-        "--max-steps",
-        "2",
-        "--limit-classes",
-        "2",
-        "--limit",
-        "2",
-        "--quiet",
-        "--arch",
-        &s(&arch),
-        "--weights",
-        &s(&weights),
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = paper_args(
+        &root,
+        &out,
+        &weights,
+        &arch,
+        &["--epochs", "1", "--max-steps", "2"],
+    );
 
     // (a) The job list, from the binary itself.
     let print = |args: &[String]| -> Vec<String> {
@@ -217,13 +84,25 @@ fn printed_jobs_in_any_order_give_the_same_tables() {
             .map(String::from)
             .collect()
     };
-    let lines = print(&args);
+    let printed = print(&args);
+    let bin = Path::new(env!("CARGO_BIN_EXE_experiments"))
+        .parent()
+        .unwrap();
+    assert_eq!(
+        printed[0],
+        format!(
+            "# Build once, from the workspace root: cargo build --release -p train -p evaluate -p experiments; the lines below call {}/.",
+            bin.display()
+        )
+    );
+    let lines: Vec<String> = printed[1..].to_vec();
     let cells: Vec<(String, String, String)> = lines
         .iter()
         .map(|l| {
             let (package, a) = parse_job(l);
             let what = match package.as_str() {
                 "train" => {
+                    assert_eq!(a[0], "--resume-or-start");
                     assert_eq!(
                         flag(&a, "--imagenet"),
                         Some(s(&root.join("ImageNetS919/train-semi")).as_str())
@@ -232,6 +111,7 @@ fn printed_jobs_in_any_order_give_the_same_tables() {
                     s(Path::new(flag(&a, "--out").unwrap()))
                 }
                 "evaluate" => {
+                    assert!(a.iter().any(|x| x == "--resume"), "{l}");
                     assert_eq!(flag(&a, "--suite"), Some("all"));
                     assert_eq!(flag(&a, "--limit"), Some("2"));
                     flag(&a, "--checkpoint").unwrap().to_string()
@@ -263,11 +143,9 @@ fn printed_jobs_in_any_order_give_the_same_tables() {
 
     // (c) The printed jobs in a shuffled order: trainings, evaluations, then the merge.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let mut trains: Vec<&String> = lines.iter().filter(|l| l.contains(" -p train ")).collect();
-    let mut evals: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains(" -p evaluate "))
-        .collect();
+    let of =
+        |bin: &str| -> Vec<&String> { lines.iter().filter(|l| parse_job(l).0 == bin).collect() };
+    let (mut trains, mut evals) = (of("train"), of("evaluate"));
     trains.shuffle(&mut rng);
     evals.shuffle(&mut rng);
     assert_eq!(trains.len() + evals.len() + 1, lines.len());
@@ -277,34 +155,8 @@ fn printed_jobs_in_any_order_give_the_same_tables() {
     execute(lines.last().unwrap());
 
     // (d) The same weights and the same tables.
-    for m in MODELS {
-        let read = |dir: &Path| {
-            model::weights::read_safetensors(
-                &dir.join("runs").join(m).join("best.safetensors"),
-                &Device::Cpu,
-            )
-            .unwrap()
-        };
-        let (a, b) = (read(&a_dir), read(&out));
-        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-        for (k, ta) in &a {
-            let (va, vb) = (
-                ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                b[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            );
-            assert!(va == vb, "{m}: {k} differs");
-        }
-    }
-    for f in ["robustness.csv", "segmentation.csv"] {
-        let (a, b) = (
-            without_run_columns(&a_dir.join(f)),
-            without_run_columns(&out.join(f)),
-        );
-        assert_eq!(a, b, "{f}");
-        let rows = a.lines().count() - 1;
-        assert!(rows > 0, "{f} is empty");
-    }
-    let rob = without_run_columns(&out.join("robustness.csv"));
+    assert_same_outputs(&a_dir, &out);
+    let rob = common::without_run_columns(&out.join("robustness.csv"));
     for m in MODELS {
         for c in [s(&weights), best(m)] {
             assert!(
@@ -313,41 +165,30 @@ fn printed_jobs_in_any_order_give_the_same_tables() {
             );
         }
     }
-    for f in ["paper_table.md", "paper_table.csv"] {
-        let (a, b) = (
-            std::fs::read_to_string(a_dir.join(f)).unwrap(),
-            std::fs::read_to_string(out.join(f)).unwrap(),
-        );
-        assert_eq!(a, b, "{f}");
-    }
-    let charts = |dir: &Path| -> BTreeSet<String> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("chart_"))
-            .collect()
-    };
-    assert!(!charts(&out).is_empty());
-    assert_eq!(charts(&a_dir), charts(&out));
-    for c in charts(&out) {
-        let same = std::fs::read(a_dir.join(&c)).unwrap() == std::fs::read(out.join(&c)).unwrap();
-        assert!(same, "{c} differs");
-    }
 
-    // Once everything is done the job list resumes (and so keeps) the finished runs, and the
-    // merge can be run again without changing the tables.
+    // Once everything is done every line may be run again: the same lines, a finished run
+    // kept, finished datasets kept, and the merge leaves the tables as they are.
     let again = print(&args);
-    assert_eq!(again.len(), lines.len());
-    assert_eq!(
-        flag(&parse_job(&again[0]).1, "--resume"),
-        Some(run(MODELS[0]).as_str())
+    assert_eq!(again, printed);
+    let last = std::fs::read(out.join("runs").join(MODELS[0]).join("last.safetensors")).unwrap();
+    let cell = out.join("cells").join(format!("{}-original", MODELS[0]));
+    let tables = |dir: &Path| {
+        ["robustness.csv", "segmentation.csv"].map(|f| std::fs::read(dir.join(f)).unwrap())
+    };
+    let before = tables(&cell);
+    execute(&again[1]);
+    execute(&again[3]);
+    // Timings included: no dataset was evaluated again.
+    assert!(
+        before == tables(&cell),
+        "a finished dataset was evaluated again"
     );
-    execute(&again[0]);
     execute(again.last().unwrap());
     assert_eq!(
-        std::fs::read_to_string(a_dir.join("paper_table.md")).unwrap(),
-        std::fs::read_to_string(out.join("paper_table.md")).unwrap()
+        last,
+        std::fs::read(out.join("runs").join(MODELS[0]).join("last.safetensors")).unwrap()
     );
+    assert_same_outputs(&a_dir, &out);
 }
 
 #[test]
@@ -385,4 +226,106 @@ fn missing_training_data_says_where_it_was_looked_for() {
         e.contains("vit-base-original") && e.contains("--print-jobs"),
         "{e}"
     );
+}
+
+/// `--slurm` without a cluster: the scripts carry the asked resources, the GPU build and
+/// device, the dependencies, and refuse a folder Slurm cannot name.
+#[test]
+fn slurm_scripts_carry_the_cluster_settings() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("jobs");
+    let generate = |dir: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_experiments"))
+            .args(["paper", "--models", "vit-b,deit-s,ar-l", "--quiet"])
+            .arg("--data-root")
+            .arg(d.path().join("data"))
+            .arg("--out")
+            .arg(d.path().join("out"))
+            .arg("--slurm")
+            .arg(dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = generate(
+        &dir,
+        &[
+            "--partition",
+            "gpu",
+            "--account",
+            "lab",
+            "--gpus",
+            "2",
+            "--train-time",
+            "3-00:00:00",
+            "--mem",
+            "90G",
+            "--sbatch-extra=--constraint=a100",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let (build, train, eval, merge, submit) = (
+        read("build.sbatch"),
+        read("train.sbatch"),
+        read("eval.sbatch"),
+        read("merge.sbatch"),
+        read("submit.sh"),
+    );
+    for script in [&build, &train, &eval, &merge] {
+        for line in [
+            "#SBATCH --partition=gpu",
+            "#SBATCH --account=lab",
+            "#SBATCH --mem=90G",
+            "#SBATCH --constraint=a100",
+            "#SBATCH --requeue",
+            "#SBATCH --open-mode=append",
+        ] {
+            assert!(script.contains(line), "{line} missing in\n{script}");
+        }
+    }
+    assert!(build.contains("--features train/cuda,evaluate/cuda,experiments/cuda"));
+    assert!(train.contains("#SBATCH --gres=gpu:2") && eval.contains("#SBATCH --gres=gpu:2"));
+    assert!(!merge.contains("--gres"));
+    assert!(train.contains("#SBATCH --time=3-00:00:00"));
+    assert!(train.contains("#SBATCH --array=0-2") && eval.contains("#SBATCH --array=0-5"));
+    let logs = dir.join("logs");
+    assert!(train.contains(&format!("#SBATCH --output={}/train_%a.out", logs.display())));
+    // One start-or-resume command per task, on the GPU, never through cargo.
+    assert_eq!(
+        train.matches("exec \"$TRAIN\" --resume-or-start ").count(),
+        3
+    );
+    assert_eq!(train.matches("--device cuda").count(), 3);
+    assert_eq!(eval.matches(" --resume").count(), 6);
+    assert!(!train.contains("cargo") && !eval.contains("cargo") && !merge.contains("cargo"));
+    // Finetuned evaluations 0..3 wait for the training task of the same index.
+    assert!(submit
+        .contains("finetuned=$(submit --array=0-2 --dependency=afterok:$build,aftercorr:$train"));
+    assert!(submit.contains("original=$(submit --array=3-5 --dependency=afterok:$build "));
+    assert!(submit.contains("--dependency=afterok:$finetuned:$original"));
+    let tsv = read("tasks.tsv");
+    assert!(
+        tsv.contains("eval.sbatch\t0\tvit-base\tfinetuned\t"),
+        "{tsv}"
+    );
+    assert!(
+        tsv.contains("eval.sbatch\t5\taugreg-large\toriginal\t"),
+        "{tsv}"
+    );
+
+    // CPU jobs: no GPU request, a CPU build.
+    let cpu = d.path().join("cpu");
+    assert!(generate(&cpu, &["--device", "cpu"]).status.success());
+    let build = std::fs::read_to_string(cpu.join("build.sbatch")).unwrap();
+    assert!(!build.contains("--gres") && !build.contains("--features"));
+
+    // A folder Slurm's #SBATCH lines cannot name, and binaries that are not there.
+    let o = generate(&d.path().join("with space"), &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("blanks"));
+    let o = generate(&dir, &["--binaries", d.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--binaries") && e.contains("cargo build"), "{e}");
 }

@@ -6,7 +6,7 @@ use clap::Parser;
 use std::path::PathBuf;
 
 use crate::config::{Objective, PaperSettings, Schedule, TrainConfig, Transform};
-use crate::run::{RunDir, RunState};
+use crate::run::{RunDir, RunState, StartOrResume};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// Overwrite a run folder that already holds a run.
     #[arg(long)]
     pub force: bool,
+    /// Start the run in --out, or continue it if that folder already holds this run (a job
+    /// that may be killed and started again, e.g. a requeued cluster task).
+    #[arg(long, requires = "out", conflicts_with_all = ["resume", "force"])]
+    pub resume_or_start: bool,
     /// What to optimise (default: relevance, the paper's objective).
     #[arg(long, value_enum)]
     pub objective: Option<Objective>,
@@ -299,7 +303,26 @@ fn weights_origin(cfg: &TrainConfig, args: &TrainArgs) -> String {
 pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
     let (device, device_line) = model::select_device(&args.device)?;
     report::note(format!("device: {device_line}"));
-    let (run, cfg, state, vit) = match &args.resume {
+    let mut force = args.force;
+    let mut resume = args.resume.clone();
+    if let (true, Some(out)) = (args.resume_or_start, &args.out) {
+        match crate::run::start_or_resume(out, &args.resolve()?)? {
+            StartOrResume::Start => {}
+            StartOrResume::Restart => {
+                report::note(format!(
+                    "run {} cannot be continued: starting it over",
+                    out.display()
+                ));
+                force = true;
+            }
+            StartOrResume::Resume => resume = Some(out.clone()),
+            StartOrResume::Finished => {
+                report::note(format!("run {} is already finished", out.display()));
+                return Ok(out.clone());
+            }
+        }
+    }
+    let (run, cfg, state, vit) = match &resume {
         Some(dir) => {
             let (run, cfg, state) = RunDir::open(dir)?;
             if state.finished {
@@ -333,7 +356,7 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
                     cfg.model.as_deref().unwrap_or("model")
                 ))
             });
-            let run = crate::trainer::new_run(&cfg, &out, args.force)?;
+            let run = crate::trainer::new_run(&cfg, &out, force)?;
             report::note(format!("run folder: {}", run.path.display()));
             let state = RunState::new(cfg.seed);
             (run, cfg, state, vit)

@@ -56,6 +56,8 @@ impl RunDir {
                 "metrics.csv",
                 "last.safetensors",
                 "optimizer.safetensors",
+                "last.next.safetensors",
+                "optimizer.next.safetensors",
                 "best.safetensors",
                 "split.json",
             ] {
@@ -243,4 +245,117 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
 /// Flushes stdout so progress lines interleave correctly with the progress bar.
 pub fn flush() {
     let _ = std::io::stdout().flush();
+}
+
+/// What `--resume-or-start` does with its run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOrResume {
+    /// No run there yet: start one.
+    Start,
+    /// A run of the same configuration that cannot be continued (it stopped while saving a
+    /// checkpoint, or its finished weights are gone): start it over in place.
+    Restart,
+    /// A run of the same configuration stopped after a finished epoch: continue it.
+    Resume,
+    /// The same run, finished, with its weights: nothing to do.
+    Finished,
+}
+
+/// Decides how a job that may have been killed and started again (a requeued cluster task)
+/// carries on in `path`, so that it ends with the weights of an uninterrupted run. A folder
+/// holding a run of another configuration is an error: it is never overwritten silently.
+pub fn start_or_resume(path: &Path, wanted: &TrainConfig) -> Result<StartOrResume> {
+    let cfg_path = path.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&cfg_path) else {
+        return Ok(StartOrResume::Start);
+    };
+    let stored: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid run configuration", cfg_path.display()))?;
+    // Through the same text both ways, so that equal numbers compare equal.
+    let wanted: serde_json::Value = serde_json::from_str(&serde_json::to_string_pretty(wanted)?)?;
+    if stored != wanted {
+        let differing: Vec<String> = match (&stored, &wanted) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => b
+                .iter()
+                .filter(|(k, v)| a.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        bail!(
+            "{} holds a run of another configuration (differs in: {}): give another --out, or overwrite it with --force",
+            path.display(),
+            differing.join(", ")
+        );
+    }
+    let st_path = path.join("state.json");
+    let state: RunState = match std::fs::read_to_string(&st_path) {
+        Ok(t) => serde_json::from_str(&t).with_context(|| {
+            format!(
+                "{} is corrupt; delete the run folder or start again with --force",
+                st_path.display()
+            )
+        })?,
+        // Stopped before its first epoch ended: `RunDir::open` starts it over in place.
+        Err(_) => return Ok(StartOrResume::Resume),
+    };
+    let last = path.join("last.safetensors");
+    if state.finished {
+        let complete = last.is_file() && path.join("best.safetensors").is_file();
+        return Ok(if complete {
+            StartOrResume::Finished
+        } else {
+            StartOrResume::Restart
+        });
+    }
+    promote_checkpoint(path, &state)?;
+    // Weights that do not belong to state.json cannot be resumed; the run is repeated.
+    let tag = file_tag(&last, crate::trainer::EPOCHS_KEY);
+    Ok(if tag == Some(state.epochs_done) {
+        StartOrResume::Resume
+    } else {
+        StartOrResume::Restart
+    })
+}
+
+/// The checkpoint file `name` while the next epoch's copy is written beside it.
+pub fn next_file(name: &str) -> String {
+    format!("{}.next.safetensors", name.trim_end_matches(".safetensors"))
+}
+
+/// A number in a safetensors file's metadata.
+fn file_tag(path: &Path, key: &str) -> Option<usize> {
+    model::weights::read_metadata(path)
+        .ok()?
+        .get(key)?
+        .parse()
+        .ok()
+}
+
+/// A checkpoint is written as `last.next.safetensors` and `optimizer.next.safetensors`, then
+/// committed by `state.json`, then renamed over the previous epoch's files, so a kill at any
+/// moment leaves one whole checkpoint. This completes the renames of a checkpoint that
+/// `state.json` committed, and removes next files it never committed.
+pub fn promote_checkpoint(path: &Path, state: &RunState) -> Result<()> {
+    for (name, key, committed) in [
+        (
+            "last.safetensors",
+            crate::trainer::EPOCHS_KEY,
+            state.epochs_done,
+        ),
+        ("optimizer.safetensors", "step", state.global_step),
+    ] {
+        let next = path.join(next_file(name));
+        if !next.exists() {
+            continue;
+        }
+        if file_tag(&next, key) == Some(committed) {
+            std::fs::rename(&next, path.join(name))
+                .with_context(|| format!("renaming {} to {name}", next.display()))?;
+        } else {
+            std::fs::remove_file(&next)
+                .with_context(|| format!("removing the uncommitted {}", next.display()))?;
+        }
+    }
+    Ok(())
 }

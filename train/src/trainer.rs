@@ -825,15 +825,21 @@ pub fn train(
 }
 
 /// Header key of `last.safetensors` recording the epochs it has seen.
-const EPOCHS_KEY: &str = "robustvit.epochs_done";
+pub(crate) const EPOCHS_KEY: &str = "robustvit.epochs_done";
 
-/// `last.safetensors`, `optimizer.safetensors`, then `state.json` (the commit point), each
-/// written atomically and tagged with the epoch count.
+/// `last.safetensors` and `optimizer.safetensors` written beside the previous ones, then
+/// `state.json` (the commit point), then renamed over them ([`crate::run::promote_checkpoint`]);
+/// each file written atomically and tagged with its epoch or step count.
 pub fn save_checkpoint(run: &RunDir, vit: &Vit, opt: &AdamW, state: &RunState) -> Result<()> {
     let meta = [(EPOCHS_KEY.to_string(), state.epochs_done.to_string())].into();
-    model::save_model(vit, &run.file("last.safetensors"), &meta)?;
-    opt.save(&run.file("optimizer.safetensors"))?;
-    run.write_state(state)
+    model::save_model(
+        vit,
+        &run.file(&crate::run::next_file("last.safetensors")),
+        &meta,
+    )?;
+    opt.save(&run.file(&crate::run::next_file("optimizer.safetensors")))?;
+    run.write_state(state)?;
+    crate::run::promote_checkpoint(&run.path, state)
 }
 
 fn load_checkpoint(
@@ -841,6 +847,7 @@ fn load_checkpoint(
     state: &RunState,
     device: &Device,
 ) -> Result<(std::collections::BTreeMap<String, Tensor>, AdamW)> {
+    crate::run::promote_checkpoint(&run.path, state)?;
     let epochs_done = state.epochs_done;
     let p = run.file("last.safetensors");
     let t = model::weights::read_safetensors(&p, &Device::Cpu)?;
