@@ -289,6 +289,13 @@ pub fn resolve(args: &EvalArgs) -> Datasets {
                 l.missing_masks.len()
             )),
             Ok(l) => {
+                for dir in &l.linked_folders {
+                    report::note(format!(
+                        "warning: --seg-folder {f}: {} is a folder already walked (a symbolic link \
+                         loop or a second name); skipped so that no image counts twice",
+                        dir.display()
+                    ));
+                }
                 let idx = spread_indices(l.pairs.len(), args.limit);
                 out.segmentation.push(SegSet::Folder {
                     name: f.name.clone(),

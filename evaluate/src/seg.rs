@@ -94,9 +94,23 @@ pub struct SegFolder {
     pub pairs: Vec<SegPair>,
     /// Images without a mask (skipped).
     pub missing_masks: Vec<PathBuf>,
+    /// Folders reached again through a symbolic link (a loop, or a second name for a folder
+    /// already walked): reported and not followed, so no image is counted twice.
+    pub linked_folders: Vec<PathBuf>,
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+/// Lists the images under `dir`, walking each real folder once: a link that leads back to a
+/// folder already seen is recorded in `linked` instead of being followed.
+fn walk(
+    dir: &Path,
+    seen: &mut data::check::SeenDirs,
+    out: &mut Vec<PathBuf>,
+    linked: &mut Vec<PathBuf>,
+) -> Result<(), DataError> {
+    if !seen.first_visit(dir) {
+        linked.push(dir.to_owned());
+        return Ok(());
+    }
     let rd = std::fs::read_dir(dir).map_err(|source| DataError::Io {
         path: dir.to_owned(),
         source,
@@ -105,7 +119,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk(&p, out)?;
+            walk(&p, seen, out, linked)?;
         } else if has_image_extension(&p) {
             out.push(p);
         }
@@ -129,8 +143,13 @@ pub fn list_seg_folder(images: &Path, masks: &Path) -> Result<SegFolder, DataErr
         }
     }
     let mut files = Vec::new();
-    walk(images, &mut files)?;
     let mut out = SegFolder::default();
+    walk(
+        images,
+        &mut data::check::SeenDirs::default(),
+        &mut files,
+        &mut out.linked_folders,
+    )?;
     for image in files {
         let rel = image.strip_prefix(images).unwrap_or(&image);
         let mask = masks.join(rel).with_extension("png");
@@ -236,5 +255,34 @@ mod tests {
         assert_eq!(l.missing_masks, vec![imgs.join("n2/c.png")]);
         let e = list_seg_folder(&imgs, &d.path().join("nope")).unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    /// A link back to the root (a loop) and a second name for a class folder are reported and
+    /// not followed: every image is listed once.
+    #[cfg(unix)]
+    #[test]
+    fn seg_folder_walks_each_real_folder_once() {
+        let d = tempfile::tempdir().unwrap();
+        let (imgs, masks) = (d.path().join("set"), d.path().join("set-masks"));
+        for (dir, p) in [(&imgs, "n1/a.png"), (&masks, "n1/a.png")] {
+            let f = dir.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(&imgs, imgs.join("n1/loop")).unwrap();
+        std::os::unix::fs::symlink(imgs.join("n1"), imgs.join("n9")).unwrap();
+        let l = list_seg_folder(&imgs, &masks).unwrap();
+        assert_eq!(
+            l.pairs,
+            vec![SegPair {
+                image: imgs.join("n1/a.png"),
+                mask: masks.join("n1/a.png")
+            }]
+        );
+        assert_eq!(
+            l.linked_folders,
+            vec![imgs.join("n1/loop"), imgs.join("n9")]
+        );
+        assert!(l.missing_masks.is_empty());
     }
 }
