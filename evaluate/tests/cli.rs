@@ -4,27 +4,12 @@
 use clap::CommandFactory;
 use std::process::Command;
 
-/// `git rev-parse --short=12 HEAD` of the source tree, `None` when git or the checkout is missing.
-fn source_revision() -> Option<String> {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(env!("CARGO_MANIFEST_DIR"))
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()?;
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-}
+#[path = "../../tests/support/revision.rs"]
+mod revision;
 
 #[test]
 fn version_carries_the_build_revision() {
-    let o = Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let v = String::from_utf8(o.stdout).unwrap();
+    let v = revision::version_output(env!("CARGO_BIN_EXE_evaluate"), &["--version"]);
     assert!(
         v.starts_with(&format!(
             "evaluate {} (revision ",
@@ -32,10 +17,6 @@ fn version_carries_the_build_revision() {
         )),
         "{v}"
     );
-    match source_revision() {
-        Some(rev) => assert!(v.contains(&rev), "{v} does not name HEAD {rev}"),
-        None => assert!(v.contains("(revision unknown)"), "{v}"),
-    }
     // Result rows record the same revision.
     assert!(
         v.contains(&format!("(revision {})", evaluate::results::git_rev())),

@@ -6,36 +6,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use train::TrainArgs;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    images: PathBuf,
-    masks: PathBuf,
-    arch: PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = data::synthetic::SyntheticSpec {
-        classes: 4,
-        images_per_class: 3,
-        width: 40,
-        height: 36,
-        bad_files: false,
-    };
-    let s = data::synthetic::write_imagenet_s(dir.path(), &spec).unwrap();
-    let mut cfg = model::VitConfig::vit(32, 2, 2, 32, 8);
-    cfg.num_classes = 1000;
-    let arch = dir.path().join("arch.json");
-    std::fs::write(&arch, serde_json::to_string(&cfg).unwrap()).unwrap();
-    Fixture {
-        root: dir.path().to_path_buf(),
-        images: s.images,
-        masks: s.masks,
-        arch,
-        _dir: dir,
-    }
-}
+mod common;
+use common::{fixture, Fixture};
 
 fn args_with(f: &Fixture, images: &Path, masks: &Path, out: &Path, extra: &[&str]) -> TrainArgs {
     let mut a: Vec<String> = [

@@ -6,37 +6,17 @@ use clap::CommandFactory;
 use std::path::Path;
 use std::process::Command;
 
-/// `git rev-parse --short=12 HEAD` of the source tree, `None` when git or the checkout is missing.
-fn source_revision() -> Option<String> {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(env!("CARGO_MANIFEST_DIR"))
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()?;
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-}
+mod common;
+#[path = "../../tests/support/revision.rs"]
+mod revision;
 
 #[test]
 fn version_carries_the_build_revision() {
-    let o = Command::new(env!("CARGO_BIN_EXE_train"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let v = String::from_utf8(o.stdout).unwrap();
+    let v = revision::version_output(env!("CARGO_BIN_EXE_train"), &["--version"]);
     assert!(
         v.starts_with(&format!("train {} (revision ", env!("CARGO_PKG_VERSION"))),
         "{v}"
     );
-    match source_revision() {
-        // The binary was built from this checkout, maybe a commit earlier if a test run
-        // follows a commit without a rebuild; a fresh build always matches.
-        Some(rev) => assert!(v.contains(&rev), "{v} does not name HEAD {rev}"),
-        None => assert!(v.contains("(revision unknown)"), "{v}"),
-    }
 }
 
 #[test]
@@ -61,20 +41,9 @@ fn timestamped(line: &str) -> bool {
 
 #[test]
 fn a_piped_run_logs_timestamped_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = data::synthetic::SyntheticSpec {
-        classes: 4,
-        images_per_class: 3,
-        width: 40,
-        height: 36,
-        bad_files: false,
-    };
-    let s = data::synthetic::write_imagenet_s(dir.path(), &spec).unwrap();
-    let mut cfg = model::VitConfig::vit(32, 2, 2, 32, 8);
-    cfg.num_classes = 1000;
-    let arch = dir.path().join("arch.json");
-    std::fs::write(&arch, serde_json::to_string(&cfg).unwrap()).unwrap();
-    let out = dir.path().join("run");
+    let f = common::fixture();
+    let (s, arch) = (&f, f.arch.clone());
+    let out = f.root.join("run");
     let p = |p: &Path| p.to_str().unwrap().to_owned();
     let o = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(["--arch", &p(&arch), "--imagenet", &p(&s.images)])
