@@ -9,11 +9,14 @@ pub mod labels;
 pub mod loader;
 mod pil_resize;
 pub mod preprocess;
+pub mod ranking;
 pub mod synthetic;
+pub mod train_source;
 
 pub use check::CheckReport;
 pub use datasets::{Benchmark, EvalDataset, EvalSample, Protocol};
 pub use error::{DataError, Result};
 pub use imagenet_s::{ImageNetS, ImageNetSSplit, SegSample, SplitOptions};
-pub use loader::{Batch, EvalSource, Loader, LoaderOptions, Progress, SampleSource, SegSource};
+pub use loader::{Batch, EvalSource, Loader, LoaderOptions, Progress, SampleSource};
 pub use preprocess::{EvalTransform, Interpolation, Normalization, Plane};
+pub use train_source::{PairTransform, TrainExample, TrainSource};

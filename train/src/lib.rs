@@ -1,6 +1,7 @@
 //! Finetuning runs: the paper's relevance objective or plain cross-entropy, resumable, with
 //! everything a researcher needs left in the run folder.
 
+pub mod batches;
 pub mod cli;
 pub mod config;
 pub mod run;

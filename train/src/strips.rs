@@ -4,19 +4,20 @@
 use anyhow::Result;
 use candle_core::Device;
 
+use data::TrainExample;
+
+use crate::batches::load_all;
 use crate::config::TrainConfig;
 use crate::run::RunDir;
-use crate::trainer::{load_batch, Example};
 
 /// Relevance maps (per image, H*W in [0, 1]) for the ground-truth classes.
 pub fn relevance_maps(
     vit: &model::Vit,
-    vis: &[Example],
+    vis: &[TrainExample],
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
-    let indexed: Vec<(usize, &Example)> = vis.iter().enumerate().collect();
-    let batch = load_batch(&indexed, cfg, false, 0, vit.config().img_size, device)?;
+    let batch = load_all(cfg, vis, vit.config().img_size, device)?;
     let rel = relevance::relevance_map(vit, &batch.images, Some(&batch.labels))?;
     Ok(rel.map.flatten_from(1)?.to_vec2::<f32>()?)
 }
@@ -32,15 +33,14 @@ pub fn save_before(run: &RunDir, maps: &[Vec<f32>]) -> Result<()> {
 
 pub fn save_strips(
     run: &RunDir,
-    vis: &[Example],
+    vis: &[TrainExample],
     after: &[Vec<f32>],
     epoch: usize,
     cfg: &TrainConfig,
     img_size: usize,
 ) -> Result<()> {
     let before: Vec<Vec<f32>> = serde_json::from_str(&std::fs::read_to_string(maps_file(run))?)?;
-    let indexed: Vec<(usize, &Example)> = vis.iter().enumerate().collect();
-    let batch = load_batch(&indexed, cfg, false, 0, img_size, &Device::Cpu)?;
+    let batch = load_all(cfg, vis, img_size, &Device::Cpu)?;
     let side = batch.images.dim(3)?;
     let masks = batch
         .masks
