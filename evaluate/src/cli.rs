@@ -264,7 +264,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
     /// The paper's numbers to compare with (default: the copy of
-    /// experiments/settings/paper_results.csv built into the binary).
+    /// evaluate/settings/paper_results.csv built into the binary).
     #[arg(long)]
     pub paper_results: Option<PathBuf>,
     /// Also write every classified image's top-5 classes and softmax scores to FILE (CSV, one

@@ -147,7 +147,7 @@ pub fn run_train(args: Vec<String>, out: &Path, dry_run: bool) -> Result<()> {
     full.extend(args);
     let mut a = <train::TrainArgs as clap::Parser>::try_parse_from(&full)?;
     if let Ok(text) = std::fs::read_to_string(&state) {
-        let st: train::run::RunState = serde_json::from_str(&text)?;
+        let st: train::run_dir::RunState = serde_json::from_str(&text)?;
         let weights = out.join("last.safetensors");
         if st.finished && weights.is_file() {
             println!("  (already finished: {})", out.display());

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use evaluate::cli::shell_quote;
 
-use crate::paper::{build_command, Job, PaperArgs, Step};
+use crate::reproduction::{build_command, Job, PaperArgs, Step};
 
 /// Cluster resources of `experiments paper --slurm`.
 #[derive(Debug, Clone, clap::Args)]
@@ -232,7 +232,7 @@ pub fn write(dir: &Path, args: &PaperArgs, jobs: &[Job]) -> Result<()> {
     let build = match &args.binaries {
         Some(b) => {
             let b = std::path::absolute(b)?;
-            crate::paper::check_binaries(&b)?;
+            crate::reproduction::check_binaries(&b)?;
             model::weights::write_atomic(&dir.join("binaries.env"), binaries_env(&b).as_bytes())?;
             false
         }

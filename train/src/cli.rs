@@ -6,7 +6,7 @@ use clap::Parser;
 use std::path::PathBuf;
 
 use crate::config::{Objective, PaperSettings, Schedule, TrainConfig, Transform};
-use crate::run::{RunDir, RunState, StartOrResume};
+use crate::run_dir::{RunDir, RunState, StartOrResume};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -306,7 +306,7 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
     let mut force = args.force;
     let mut resume = args.resume.clone();
     if let (true, Some(out)) = (args.resume_or_start, &args.out) {
-        match crate::run::start_or_resume(out, &args.resolve()?)? {
+        match crate::run_dir::start_or_resume(out, &args.resolve()?)? {
             StartOrResume::Start => {}
             StartOrResume::Restart => {
                 report::note(format!(
