@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use evaluate::cli::shell_quote;
+use report::shell_quote;
 
 use crate::reproduction::{build_command, Job, PaperArgs, Step};
 
@@ -171,17 +171,12 @@ fn body(s: &Script, dir: &Path) -> String {
 
 /// A job's command line with the binary as a variable of `binaries.env`.
 fn command(job: &Job) -> String {
-    let var = match job.package {
+    let var = match job.package() {
         "train" => "TRAIN",
         "evaluate" => "EVALUATE",
         _ => "EXPERIMENTS",
     };
-    let mut c = format!("\"${var}\"");
-    for a in &job.args {
-        c.push(' ');
-        c.push_str(&shell_quote(a));
-    }
-    c
+    report::command_line(&format!("\"${var}\""), &job.args())
 }
 
 fn binaries_env(bin: &Path) -> String {
