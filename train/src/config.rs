@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// The paper's settings, embedded from `train/settings/paper.json` so that the train and
-/// evaluate binaries and the experiment driver read one source without depending on each other.
+/// The paper's settings, embedded from `train/settings/paper.json` (beside the code that parses
+/// them, so that this crate builds and packages alone); the experiment driver reads them
+/// through this crate.
 pub const PAPER_SETTINGS: &str = include_str!("../settings/paper.json");
 
 #[derive(Debug, Clone, Deserialize)]
