@@ -10,6 +10,7 @@ pub mod loader;
 mod pil_resize;
 pub mod preprocess;
 pub mod ranking;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 pub mod train_source;
 

@@ -8,7 +8,7 @@ use data::TrainExample;
 
 use crate::batches::load_all;
 use crate::config::TrainConfig;
-use crate::run::RunDir;
+use crate::run_dir::RunDir;
 
 /// Relevance maps (per image, H*W in [0, 1]) for the ground-truth classes.
 pub fn relevance_maps(
@@ -28,7 +28,7 @@ fn maps_file(run: &RunDir) -> std::path::PathBuf {
 
 /// Keeps the original model's maps so a resumed run draws the same "before" panel.
 pub fn save_before(run: &RunDir, maps: &[Vec<f32>]) -> Result<()> {
-    crate::run::write_atomic(&maps_file(run), serde_json::to_string(maps)?.as_bytes())
+    crate::run_dir::write_atomic(&maps_file(run), serde_json::to_string(maps)?.as_bytes())
 }
 
 pub fn save_strips(
