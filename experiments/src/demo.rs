@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::synth::{self, SynthConfig};
+use crate::shortcut_data::{self, SynthConfig};
 
 /// The benchmark's settings, data in `experiments/settings/demo.json`.
 pub const DEMO_SETTINGS: &str = include_str!("../settings/demo.json");
@@ -314,7 +314,7 @@ pub fn eval_commands(
         .map(String::from),
     );
     let mut acc = common.clone();
-    for set in synth::TestSet::ALL {
+    for set in shortcut_data::TestSet::ALL {
         acc.push("--folder".into());
         acc.push(format!(
             "{}={}",
@@ -323,7 +323,7 @@ pub fn eval_commands(
         ));
     }
     let mut seg = common;
-    for set in [synth::TestSet::Id, synth::TestSet::BgSwap] {
+    for set in [shortcut_data::TestSet::Id, shortcut_data::TestSet::BgSwap] {
         let t = data.join("test");
         seg.push("--seg-folder".into());
         seg.push(format!(
@@ -377,7 +377,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let data = args.out.join("data").join(format!("seed-{seed}"));
         let t = Instant::now();
         if !args.dry_run {
-            synth::write_layout(&data, &sc)?;
+            shortcut_data::write_layout(&data, &sc)?;
         }
         println!(
             "seed {seed}: data in {} ({:.1} s)",
