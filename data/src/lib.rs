@@ -11,6 +11,7 @@ pub mod loader;
 mod pil_resize;
 pub mod preprocess;
 pub mod segmentation;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 
 pub use check::CheckReport;

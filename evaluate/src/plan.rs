@@ -12,7 +12,7 @@ use data::{Benchmark, EvalDataset, EvalSample, Protocol};
 use model::PretrainedCfg;
 
 use crate::cli::EvalArgs;
-use crate::paper::IMAGENET_SEG;
+use crate::comparison::IMAGENET_SEG;
 
 /// Conventional location of `gtsegs_ijcv.mat` under the data root; the file directly at the
 /// root is accepted too.
