@@ -1,5 +1,7 @@
-//! Datasets and preprocessing for RobustViT: ImageNet-S finetuning pairs, the seven robustness
-//! benchmarks in their native layouts, and PIL/torchvision-exact preprocessing.
+//! Datasets and preprocessing for RobustViT: ImageNet-S finetuning pairs and the training source
+//! built on them, the seven robustness benchmarks in their native layouts, the segmentation
+//! benchmark (ImageNet-Segmentation's `.mat` file and mask folders), PIL/torchvision-exact
+//! preprocessing, the one batch loader, and the label-space ranking (top-k, class masks).
 
 pub mod check;
 pub mod datasets;
@@ -10,6 +12,7 @@ pub mod loader;
 mod pil_resize;
 pub mod preprocess;
 pub mod ranking;
+pub mod segmentation;
 #[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 pub mod train_source;
