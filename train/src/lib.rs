@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod optim;
 pub mod run;
 pub mod strips;
 pub mod trainer;
