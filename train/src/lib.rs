@@ -4,7 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod optim;
-pub mod run;
+pub mod run_dir;
 pub mod strips;
 pub mod trainer;
 
