@@ -1,5 +1,6 @@
 //! Datasets and preprocessing for RobustViT: ImageNet-S finetuning pairs, the seven robustness
-//! benchmarks in their native layouts, and PIL/torchvision-exact preprocessing.
+//! benchmarks in their native layouts, the segmentation benchmark (ImageNet-Segmentation's
+//! `.mat` file and mask folders), and PIL/torchvision-exact preprocessing.
 
 pub mod check;
 pub mod datasets;
@@ -9,6 +10,7 @@ pub mod labels;
 pub mod loader;
 mod pil_resize;
 pub mod preprocess;
+pub mod segmentation;
 #[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 
