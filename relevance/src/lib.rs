@@ -3,9 +3,9 @@
 //!
 //! * [`relevance_map`] / [`relevance_parts`]: the class-specific relevance map of a batch
 //!   (gradient-weighted attention, rolled out through all blocks, upsampled, min-max normalised).
-//! * [`train_step`] / [`eval_loss`]: the background / foreground / classification loss with one
-//!   forward pass, and the gradient of every parameter.
-//! * [`AdamW`]: PyTorch's AdamW with a state that can be saved and resumed exactly.
+//! * [`loss_and_grads`] / [`eval_loss`]: the background / foreground / classification loss with
+//!   one forward pass, and the gradient of every parameter (the optimizer that applies it lives
+//!   with training, in the `train` crate).
 //! * [`explainers`]: baselines (raw attention, attention rollout, GradCAM) with the same output.
 //! * [`render`]: heatmap overlays and the four-panel picture as PNG.
 //!
@@ -19,18 +19,16 @@
 //! # Ok(()) }
 //! ```
 
-pub mod adamw;
 pub mod explainers;
 pub mod loss;
 pub mod map;
 pub mod render;
 pub mod upsample;
 
-pub use adamw::{step_decay_lr, AdamW, AdamWConfig};
 pub use explainers::{explain, Explainer};
 pub use loss::{
-    eval_loss, loss_given_grads, loss_terms, reverse_mask, train_step, EvalOutput, LossConfig,
-    LossTensors, Losses, MaskMode, StepOutput,
+    eval_loss, loss_and_grads, loss_given_grads, loss_terms, reverse_mask, EvalOutput,
+    LossAndGrads, LossConfig, LossTensors, Losses, MaskMode,
 };
 pub use map::{
     attention_grads, cam, min_max_normalise, min_max_normalise_at, relevance_map, relevance_parts,
@@ -64,8 +62,6 @@ pub enum RelevanceError {
     MissingGradient(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
-    #[error("optimizer state {path}: {msg}")]
-    OptimizerState { path: PathBuf, msg: String },
     #[error("picture {path}: {msg}")]
     Picture { path: PathBuf, msg: String },
 }

@@ -4,6 +4,7 @@
 pub mod batches;
 pub mod cli;
 pub mod config;
+pub mod optim;
 pub mod run_dir;
 pub mod strips;
 pub mod trainer;

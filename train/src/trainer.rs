@@ -5,11 +5,12 @@ use candle_core::{Device, Tensor};
 use std::path::Path;
 use std::time::Instant;
 
+use crate::optim::{step_decay_lr, AdamW, AdamWConfig};
 use data::imagenet_s::{ImageNetS, ImageNetSSplit, SplitOptions};
 use data::train_source::{folder_examples, seg_examples};
 use data::{Batch, TrainExample};
 use model::Vit;
-use relevance::{AdamW, AdamWConfig, LossConfig, MaskMode};
+use relevance::{LossConfig, MaskMode};
 
 use crate::batches;
 use crate::config::{Objective, Schedule, TrainConfig};
@@ -232,12 +233,7 @@ pub fn one_cycle(max_lr: f64, step: usize, total_steps: usize) -> (f64, f64) {
 pub fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, total_steps: usize) -> f64 {
     match cfg.schedule {
         Schedule::Constant => cfg.lr,
-        Schedule::Step => {
-            cfg.lr
-                * cfg
-                    .lr_decay
-                    .powi((epoch / cfg.lr_decay_every.max(1)) as i32)
-        }
+        Schedule::Step => step_decay_lr(cfg.lr, cfg.lr_decay, cfg.lr_decay_every, epoch),
         Schedule::Onecycle => one_cycle(cfg.lr, step, total_steps).0,
     }
 }
@@ -302,7 +298,7 @@ pub fn train_step(
                 .masks
                 .as_ref()
                 .context("the relevance objective needs masks (ImageNet-S data)")?;
-            let out = relevance::train_step(vit, &batch.images, masks, &batch.labels, lc)?;
+            let out = relevance::loss_and_grads(vit, &batch.images, masks, &batch.labels, lc)?;
             opt.step(vit.params(), &out.grads)?;
             Ok(StepLosses {
                 total: out.losses.total as f64,
@@ -315,11 +311,11 @@ pub fn train_step(
         Objective::Ce => {
             let f = vit.forward_train(&batch.images)?;
             let loss = cross_entropy(&f.logits, &batch.labels, cfg.temperature)?;
-            let store = loss.backward()?;
+            let computed = f.backward(&loss)?;
             let mut grads = std::collections::BTreeMap::new();
-            for (name, var) in vit.params().iter() {
-                let g = f
-                    .param_grad(name, var, &store)
+            for name in vit.params().names() {
+                let g = computed
+                    .get(name)
                     .with_context(|| format!("no gradient reached {name}"))?;
                 grads.insert(name.clone(), g);
             }
