@@ -26,7 +26,8 @@
 //! * [`topk`] — top-1 / top-5 accuracy with multi-target images and class masks;
 //! * [`mat`] — reader of ImageNet-Segmentation's `gtsegs_ijcv.mat` (HDF5);
 //! * [`results`] — keyed CSV tables merged idempotently and written atomically;
-//! * [`chart`] — grouped bar chart PNG;
+//! * [`chart`] — grouped bar charts (drawn by the `figures` crate);
+//! * [`explain`] — the `explain` binary: relevance pictures of your own images;
 //! * [`cli`] — the command line ([`EvalArgs`]);
 //! * [`plan`] — dataset discovery and each protocol's preprocessing;
 //! * [`seg`] — sources of the segmentation test;
@@ -37,6 +38,7 @@
 pub mod chart;
 pub mod check;
 pub mod cli;
+pub mod explain;
 pub mod mat;
 pub mod metrics;
 pub mod paper;

@@ -604,6 +604,7 @@ pub fn charts(rob: &[RobustnessRow]) -> Vec<(String, BarChart)> {
                             .map_or(f64::NAN, |r| r.top1)
                     })
                     .collect(),
+                errors: vec![],
             })
             .collect();
         let chart = BarChart {
@@ -613,6 +614,7 @@ pub fn charts(rob: &[RobustnessRow]) -> Vec<(String, BarChart)> {
             series: ckpts.iter().map(|c| checkpoint_label(c)).collect(),
             groups,
             y_max: Some(100.0),
+            ..Default::default()
         };
         out.push((
             format!("chart_{}_{}.png", file_stem(model), protocol),

@@ -7,7 +7,7 @@
 //!   forward pass, and the gradient of every parameter.
 //! * [`AdamW`]: PyTorch's AdamW with a state that can be saved and resumed exactly.
 //! * [`explainers`]: baselines (raw attention, attention rollout, GradCAM) with the same output.
-//! * [`render`]: heatmap overlays and the four-panel picture as PNG.
+//! * [`render`]: tensors to pixels (denormalised images, maps on the host) for `figures`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), relevance::RelevanceError> {
@@ -66,8 +66,6 @@ pub enum RelevanceError {
     Invalid(String),
     #[error("optimizer state {path}: {msg}")]
     OptimizerState { path: PathBuf, msg: String },
-    #[error("picture {path}: {msg}")]
-    Picture { path: PathBuf, msg: String },
 }
 
 pub type Result<T, E = RelevanceError> = std::result::Result<T, E>;
