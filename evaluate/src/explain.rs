@@ -329,7 +329,7 @@ fn rows_for(
     let (w, h) = e.seen[0].dimensions();
     for (mi, method) in methods.iter().enumerate() {
         let mut panels = vec![Panel {
-            title: vec!["input".into(), format!("{w}×{h} as the model sees it")],
+            title: vec!["input".into(), format!("{w}×{h} px")],
             image: e.seen[0].clone(),
         }];
         for (k, (m, (pred, target, map))) in models.iter().zip(&e.maps[mi]).enumerate() {
@@ -362,9 +362,9 @@ fn colour_bar(cmap: ColorMap) -> figures::ColorBar {
 
 fn caption(cmap: ColorMap, protocol: data::Protocol) -> Vec<String> {
     format!(
-        "Overlay: {cmap} colour of the map (min–max normalised per image; 1 = most relevant) \
-         added to the image. Titles: checkpoint, then its top prediction and probability. \
-         Preprocessing: {} protocol.",
+        "Input: the image as the model sees it ({} preprocessing). Overlays: the map in {cmap} \
+         (min–max normalised per image; 1 = most relevant) added to the input. Titles: \
+         checkpoint, then its top prediction and probability.",
         protocol.name()
     )
     .lines()

@@ -379,3 +379,25 @@ fn copy_strips(out: &Path, variant: &str, seed: u64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chart of the committed full benchmark: three seeds, so every bar has an error bar.
+    /// `ROBUSTVIT_KEEP_CHART=FILE` keeps the picture (to look at it).
+    #[test]
+    fn chart_of_the_committed_benchmark() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/demo");
+        let t = collect(&root, "full", &[0, 1, 2]).unwrap();
+        assert_eq!(value(&t, "rel-finetuned", "bg_swap").len(), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("accuracy.png");
+        chart(&t, 3, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (960, 520));
+        if let Some(keep) = std::env::var_os("ROBUSTVIT_KEEP_CHART") {
+            std::fs::copy(&p, keep).unwrap();
+        }
+    }
+}

@@ -24,8 +24,8 @@ pub struct Rect {
 const MARGIN: u32 = 12;
 const GAP: u32 = 10;
 const ROW_GAP: u32 = 14;
-const TITLE_PX: f64 = 14.0;
-const LINE: u32 = 18;
+const TITLE_PX: f64 = 15.0;
+const LINE: u32 = 19;
 const SHEET_TITLE_PX: f64 = 17.0;
 const SHEET_TITLE_H: u32 = 28;
 const CAPTION_PX: f64 = 13.0;
@@ -291,7 +291,7 @@ impl Sheet {
             labels.push(Label {
                 text: cb.label.clone(),
                 x: r.x as i32,
-                y: (r.y.saturating_sub(LINE + 2)) as i32,
+                y: (r.y.saturating_sub(LINE + 8)) as i32,
                 size: TITLE_PX,
                 anchor: Anchor::TopLeft,
                 colour: TEXT,

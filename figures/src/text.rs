@@ -134,7 +134,10 @@ mod tests {
             dark.iter().map(|p| p.0).max().unwrap(),
         );
         assert!((i64::from(x0 + x1) / 2 - 60).abs() <= 3, "{x0}..{x1}");
-        let (y0, y1) = (dark.iter().map(|p| p.1).min().unwrap(), dark.iter().map(|p| p.1).max().unwrap());
+        let (y0, y1) = (
+            dark.iter().map(|p| p.1).min().unwrap(),
+            dark.iter().map(|p| p.1).max().unwrap(),
+        );
         assert!(y0 >= 2 && y1 <= 5 + 17, "rows {y0}..{y1}");
     }
 }
