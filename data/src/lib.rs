@@ -9,6 +9,7 @@ pub mod labels;
 pub mod loader;
 mod pil_resize;
 pub mod preprocess;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 
 pub use check::CheckReport;

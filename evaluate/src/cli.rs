@@ -264,7 +264,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
     /// The paper's numbers to compare with (default: the copy of
-    /// experiments/settings/paper_results.csv built into the binary).
+    /// evaluate/settings/paper_results.csv built into the binary).
     #[arg(long)]
     pub paper_results: Option<PathBuf>,
     /// Also write every classified image's top-5 classes and softmax scores to FILE (CSV, one
@@ -455,6 +455,16 @@ impl EvalArgs {
         if self.device != d.device {
             push("device", self.device.clone());
         }
+        if self.dtype != d.dtype {
+            push(
+                "dtype",
+                self.dtype
+                    .to_possible_value()
+                    .expect("no skipped variants")
+                    .get_name()
+                    .to_owned(),
+            );
+        }
         if let Some(p) = &self.paper_results {
             push("paper-results", p.display().to_string());
         }
@@ -478,30 +488,15 @@ impl EvalArgs {
 
     /// The shell command that runs this evaluation from the workspace root.
     pub fn shell_command(&self) -> String {
-        let mut s = String::from("cargo run --release -p evaluate --");
-        for a in self.to_args() {
-            s.push(' ');
-            s.push_str(&shell_quote(&a));
-        }
-        s
-    }
-}
-
-/// POSIX single-quoting where needed.
-pub fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
+        report::command_line("cargo run --release -p evaluate --", &self.to_args())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+    use report::shell_quote;
 
     fn parse(args: &[&str]) -> EvalArgs {
         EvalArgs::try_parse_from(std::iter::once("evaluate").chain(args.iter().copied())).unwrap()
@@ -626,6 +621,61 @@ mod tests {
         );
         assert_eq!(EvalArgs::default().to_args(), Vec::<String>::new());
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    /// A flag added to `evaluate` without a line in `to_args` would be dropped from every
+    /// printed command; this names it.
+    #[test]
+    fn to_args_writes_every_flag() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let a = EvalArgs {
+            suite: vec!["all".into()],
+            model: vec!["vit-b".into()],
+            checkpoint: vec!["pretrained".into()],
+            protocol: ProtocolChoice::Testbed,
+            data_root: PathBuf::from("/d"),
+            imagenet_val: p("/v"),
+            imagenet_v2: p("/v2"),
+            imagenet_a: p("/a"),
+            imagenet_r: p("/r"),
+            imagenet_sketch: p("/s"),
+            objectnet: p("/o"),
+            si_score_location: p("/l"),
+            si_score_rotation: p("/ro"),
+            si_score_size: p("/si"),
+            imagenet_seg: p("/g.mat"),
+            folders: vec!["x=/x".parse().unwrap()],
+            seg_folders: vec!["y=/y:/ym".parse().unwrap()],
+            explainer: vec![Explainer::Rollout],
+            out: PathBuf::from("/out"),
+            check: true,
+            check_quick: true,
+            limit: Some(3),
+            batch_size: 2,
+            seg_batch_size: 1,
+            threads: 4,
+            device: "cpu".into(),
+            dtype: Dtype::Bf16,
+            paper_results: p("/p.csv"),
+            predictions: p("/pred.csv"),
+            quiet: true,
+            resume: true,
+        };
+        let args = a.to_args();
+        let back =
+            EvalArgs::try_parse_from(std::iter::once("evaluate".to_string()).chain(args.clone()))
+                .unwrap();
+        assert_eq!(back, a);
+        for arg in EvalArgs::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            assert!(
+                args.iter().any(|a| *a == format!("--{long}")),
+                "--{long} is not written by EvalArgs::to_args"
+            );
+        }
     }
 
     #[test]

@@ -32,23 +32,23 @@
 //! * [`plan`] — dataset discovery and each protocol's preprocessing;
 //! * [`seg`] — sources of the segmentation test;
 //! * [`predictions`] — per-image top-5 classes and probabilities (`--predictions`);
-//! * [`paper`] — published numbers, the comparison table and the charts' content;
-//! * [`run`](mod@run) — the evaluation loop.
+//! * [`comparison`] — published numbers, the comparison table and the charts' content;
+//! * [`evaluation`] — the evaluation loop ([`run`]).
 
 pub mod chart;
 pub mod check;
 pub mod cli;
+pub mod comparison;
+pub mod evaluation;
 pub mod explain;
 pub mod mat;
 pub mod metrics;
-pub mod paper;
 pub mod plan;
 pub mod predictions;
 pub mod results;
-pub mod run;
 pub mod seg;
 pub mod topk;
 
 pub use cli::{Dtype, EvalArgs, FolderSpec, ModelSpec, ProtocolChoice, SegFolderSpec};
+pub use evaluation::{run, Planned, RunSummary};
 pub use plan::Skipped;
-pub use run::{run, Planned, RunSummary};

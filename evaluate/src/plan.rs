@@ -10,8 +10,8 @@ use data::{Benchmark, EvalDataset, EvalSample, Protocol};
 use model::PretrainedCfg;
 
 use crate::cli::EvalArgs;
+use crate::comparison::IMAGENET_SEG;
 use crate::mat::GtSegs;
-use crate::paper::IMAGENET_SEG;
 use crate::seg::{list_seg_folder, SegPair};
 
 /// Conventional location of `gtsegs_ijcv.mat` under the data root; the file directly at the

@@ -22,6 +22,6 @@ pub enum Cmd {
     Bench(crate::bench::BenchArgs),
     /// The whole reproduction: finetune the paper's models, evaluate original and finetuned
     /// weights, regenerate paper_table.md and the charts (or print the jobs for a cluster).
-    #[command(after_help = crate::paper::AFTER_HELP)]
-    Paper(Box<crate::paper::PaperArgs>),
+    #[command(after_help = crate::reproduction::AFTER_HELP)]
+    Paper(Box<crate::reproduction::PaperArgs>),
 }

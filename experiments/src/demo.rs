@@ -11,6 +11,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use evaluate::{EvalArgs, FolderSpec, ProtocolChoice, SegFolderSpec};
+use relevance::Explainer;
+use train::{Objective, Schedule, TrainArgs, Transform};
+
 use crate::synth::{self, SynthConfig};
 
 /// The benchmark's settings, data in `experiments/settings/demo.json`.
@@ -51,7 +55,7 @@ pub struct DataSettings {
 pub struct Stage {
     pub lr: f64,
     pub weight_decay: f64,
-    pub schedule: String,
+    pub schedule: Schedule,
     pub batch_size: usize,
 }
 
@@ -59,7 +63,7 @@ pub struct Stage {
 pub struct FinetuneStage {
     pub lr: f64,
     pub weight_decay: f64,
-    pub schedule: String,
+    pub schedule: Schedule,
     pub batch_size: usize,
     pub steps: usize,
 }
@@ -129,25 +133,19 @@ pub struct DemoArgs {
     pub device: String,
 }
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// Runs `train` in-process with these arguments, printing the equivalent command. A finished
 /// run is kept; an interrupted one is resumed; a finished one whose weights are missing (a fresh
 /// clone of the repository has the runs' records but not their git-ignored weights) is trained
 /// again.
-pub fn run_train(args: Vec<String>, out: &Path, dry_run: bool) -> Result<()> {
-    println!("$ cargo run --release -p train -- {}", args.join(" "));
+pub fn run_train(mut a: TrainArgs, dry_run: bool) -> Result<()> {
+    println!("$ {}", a.shell_command());
     if dry_run {
         return Ok(());
     }
+    let out = a.out.clone().context("a demo stage names its run folder")?;
     let state = out.join("state.json");
-    let mut full = vec!["train".to_string()];
-    full.extend(args);
-    let mut a = <train::TrainArgs as clap::Parser>::try_parse_from(&full)?;
     if let Ok(text) = std::fs::read_to_string(&state) {
-        let st: train::run::RunState = serde_json::from_str(&text)?;
+        let st: train::run_dir::RunState = serde_json::from_str(&text)?;
         let weights = out.join("last.safetensors");
         if st.finished && weights.is_file() {
             println!("  (already finished: {})", out.display());
@@ -157,7 +155,7 @@ pub fn run_train(args: Vec<String>, out: &Path, dry_run: bool) -> Result<()> {
             println!("  ({} is missing: training again)", weights.display());
             a.force = true;
         } else {
-            a.resume = Some(out.to_path_buf());
+            a.resume = Some(out);
         }
     } else if out.join("config.json").exists() {
         a.force = true;
@@ -166,7 +164,8 @@ pub fn run_train(args: Vec<String>, out: &Path, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-/// Training commands of one seed (pretraining, relevance finetune, CE finetune).
+/// Training runs of one seed (pretraining, relevance finetune, CE finetune), each into its
+/// folder under `runs`.
 pub fn stage_commands(
     st: &DemoSettings,
     v: &Variant,
@@ -175,173 +174,112 @@ pub fn stage_commands(
     runs: &Path,
     arch: &Path,
     device: &str,
-) -> Vec<(PathBuf, Vec<String>)> {
+) -> Vec<TrainArgs> {
     let pre = runs.join("pretrained");
-    let common = |out: &Path| -> Vec<String> {
-        vec![
-            "--arch".into(),
-            s(arch),
-            "--transform".into(),
-            "none".into(),
-            "--seed".into(),
-            seed.to_string(),
-            "--device".into(),
-            device.into(),
-            "--quiet".into(),
-            "--out".into(),
-            s(out),
-        ]
+    let common = |out: &Path| TrainArgs {
+        arch: Some(arch.to_path_buf()),
+        transform: Some(Transform::None),
+        seed,
+        device: device.into(),
+        quiet: true,
+        out: Some(out.to_path_buf()),
+        log_every: 10,
+        ..TrainArgs::default()
     };
-    let mut pretrain = common(&pre);
-    pretrain.extend(
-        [
-            "--objective",
-            "ce",
-            "--train-folder",
-            &s(&data.join("train")),
-            "--lr",
-            &st.pretrain.lr.to_string(),
-            "--weight-decay",
-            &st.pretrain.weight_decay.to_string(),
-            "--schedule",
-            &st.pretrain.schedule,
-            "--batch-size",
-            &st.pretrain.batch_size.to_string(),
-            "--epochs",
-            &v.pretrain_epochs.to_string(),
-            "--vis-images",
-            "0",
-            "--log-every",
-            "10",
-        ]
-        .map(String::from),
-    );
+    let p = &st.pretrain;
+    let pretrain = TrainArgs {
+        objective: Some(Objective::Ce),
+        train_folder: Some(data.join("train")),
+        lr: Some(p.lr),
+        weight_decay: Some(p.weight_decay),
+        schedule: Some(p.schedule),
+        batch_size: Some(p.batch_size),
+        epochs: Some(v.pretrain_epochs),
+        vis_images: 0,
+        ..common(&pre)
+    };
     let f = &st.finetune;
     let per_epoch = (st.data.classes * st.data.finetune_per_class).div_ceil(f.batch_size);
     let epochs = f.steps.div_ceil(per_epoch);
-    let finetune = |objective: &str, out: &Path| -> Vec<String> {
-        let mut a = common(out);
-        a.extend(
-            [
-                "--objective",
-                objective,
-                "--weights",
-                &s(&pre.join("last.safetensors")),
-                "--imagenet",
-                &s(&data.join("finetune/images")),
-                "--imagenet-s",
-                &s(&data.join("finetune/masks")),
-                "--val-imagenet",
-                &s(&data.join("finetune-val/images")),
-                "--val-imagenet-s",
-                &s(&data.join("finetune-val/masks")),
-                "--train-per-class",
-                &st.data.finetune_per_class.to_string(),
-                "--val-per-class",
-                &st.data.finetune_val_per_class.to_string(),
-                "--lr",
-                &f.lr.to_string(),
-                "--weight-decay",
-                &f.weight_decay.to_string(),
-                "--schedule",
-                &f.schedule,
-                "--batch-size",
-                &f.batch_size.to_string(),
-                "--epochs",
-                &epochs.to_string(),
-                "--max-steps",
-                &f.steps.to_string(),
-                "--vis-images",
-                "4",
-                "--vis-every",
-                "1000",
-                "--log-every",
-                "10",
-            ]
-            .map(String::from),
-        );
-        a
+    let finetune = |objective: Objective, out: &Path| TrainArgs {
+        objective: Some(objective),
+        weights: Some(pre.join("last.safetensors").display().to_string()),
+        imagenet: Some(data.join("finetune/images")),
+        imagenet_s: Some(data.join("finetune/masks")),
+        val_imagenet: Some(data.join("finetune-val/images")),
+        val_imagenet_s: Some(data.join("finetune-val/masks")),
+        train_per_class: Some(st.data.finetune_per_class),
+        val_per_class: Some(st.data.finetune_val_per_class),
+        lr: Some(f.lr),
+        weight_decay: Some(f.weight_decay),
+        schedule: Some(f.schedule),
+        batch_size: Some(f.batch_size),
+        epochs: Some(epochs),
+        max_steps: Some(f.steps),
+        vis_images: 4,
+        vis_every: 1000,
+        ..common(out)
     };
     vec![
-        (pre.clone(), pretrain),
-        (
-            runs.join("rel-finetuned"),
-            finetune("relevance", &runs.join("rel-finetuned")),
-        ),
-        (
-            runs.join("ce-finetuned"),
-            finetune("ce", &runs.join("ce-finetuned")),
-        ),
+        pretrain,
+        finetune(Objective::Relevance, &runs.join("rel-finetuned")),
+        finetune(Objective::Ce, &runs.join("ce-finetuned")),
     ]
 }
 
 /// Runs `evaluate` in-process with these arguments, printing the equivalent command.
-pub fn run_eval(args: Vec<String>, dry_run: bool) -> Result<evaluate::RunSummary> {
-    let mut full = vec!["evaluate".to_string()];
-    full.extend(args);
-    let a = <evaluate::EvalArgs as clap::Parser>::try_parse_from(&full)?;
+pub fn run_eval(a: &EvalArgs, dry_run: bool) -> Result<evaluate::RunSummary> {
     println!("$ {}", a.shell_command());
     if dry_run {
         return Ok(evaluate::RunSummary::default());
     }
-    evaluate::run(&a)
+    evaluate::run(a)
 }
 
-/// Evaluation commands of one seed: accuracy on every test set, then relevance/mask agreement
-/// on `segmentation_images` images of the id and bg_swap sets.
+/// Evaluations of one seed: accuracy on every test set, then relevance/mask agreement on
+/// `segmentation_images` images of the id and bg_swap sets.
 pub fn eval_commands(
     st: &DemoSettings,
     data: &Path,
     runs: &Path,
     out: &Path,
     device: &str,
-) -> Vec<Vec<String>> {
-    let mut common = vec![];
-    for m in ["pretrained", "ce-finetuned", "rel-finetuned"] {
-        common.push("--checkpoint".to_string());
-        common.push(s(&runs.join(m).join("last.safetensors")));
-    }
-    common.extend(
-        [
-            "--protocol",
-            "paper",
-            "--device",
-            device,
-            "--quiet",
-            "--out",
-            &s(out),
-        ]
-        .map(String::from),
-    );
-    let mut acc = common.clone();
-    for set in synth::TestSet::ALL {
-        acc.push("--folder".into());
-        acc.push(format!(
-            "{}={}",
-            set.name(),
-            s(&data.join("test").join(set.name()))
-        ));
-    }
-    let mut seg = common;
-    for set in [synth::TestSet::Id, synth::TestSet::BgSwap] {
-        let t = data.join("test");
-        seg.push("--seg-folder".into());
-        seg.push(format!(
-            "{}={}:{}",
-            set.name(),
-            s(&t.join(set.name())),
-            s(&t.join(format!("{}-masks", set.name())))
-        ));
-    }
-    seg.extend(
-        [
-            "--explainer",
-            "relevance",
-            "--limit",
-            &st.segmentation_images.to_string(),
-        ]
-        .map(String::from),
-    );
+) -> Vec<EvalArgs> {
+    let test = data.join("test");
+    let common = EvalArgs {
+        checkpoint: MODELS
+            .iter()
+            .map(|m| runs.join(m).join("last.safetensors").display().to_string())
+            .collect(),
+        protocol: ProtocolChoice::Paper,
+        device: device.into(),
+        quiet: true,
+        out: out.to_path_buf(),
+        ..EvalArgs::default()
+    };
+    let acc = EvalArgs {
+        folders: synth::TestSet::ALL
+            .iter()
+            .map(|set| FolderSpec {
+                name: set.name().into(),
+                path: test.join(set.name()),
+            })
+            .collect(),
+        ..common.clone()
+    };
+    let seg = EvalArgs {
+        seg_folders: [synth::TestSet::Id, synth::TestSet::BgSwap]
+            .iter()
+            .map(|set| SegFolderSpec {
+                name: set.name().into(),
+                images: test.join(set.name()),
+                masks: test.join(format!("{}-masks", set.name())),
+            })
+            .collect(),
+        explainer: vec![Explainer::Relevance],
+        limit: Some(st.segmentation_images),
+        ..common
+    };
     vec![acc, seg]
 }
 
@@ -385,15 +323,16 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
         let runs = args.out.join("runs").join(format!("{vname}-seed-{seed}"));
-        for (out, cmd) in stage_commands(&st, &v, seed, &data, &runs, &arch_path, &args.device) {
+        for stage in stage_commands(&st, &v, seed, &data, &runs, &arch_path, &args.device) {
             let t = Instant::now();
-            run_train(cmd, &out, args.dry_run)?;
+            let out = stage.out.clone().unwrap_or_default();
+            run_train(stage, args.dry_run)?;
             println!("  {} ({:.1} s)", out.display(), t.elapsed().as_secs_f64());
         }
         let t = Instant::now();
         let eval_out = args.out.join("eval").join(format!("{vname}-seed-{seed}"));
-        for cmd in eval_commands(&st, &data, &runs, &eval_out, &args.device) {
-            run_eval(cmd, args.dry_run)?;
+        for e in eval_commands(&st, &data, &runs, &eval_out, &args.device) {
+            run_eval(&e, args.dry_run)?;
         }
         println!("  evaluation ({:.1} s)", t.elapsed().as_secs_f64());
     }
@@ -408,4 +347,38 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The printed stage commands, read back by the binaries' own parsers, are the values the
+    /// demo runs in-process.
+    #[test]
+    fn printed_stages_parse_back_to_what_runs() {
+        let st = DemoSettings::load();
+        let d = Path::new("/demo");
+        for (name, v) in &st.variants {
+            let runs = d.join("runs").join(name);
+            let stages =
+                stage_commands(&st, v, 3, &d.join("data"), &runs, &d.join("a.json"), "cpu");
+            assert_eq!(stages.len(), 3);
+            for t in stages {
+                let back = TrainArgs::try_parse_from(
+                    std::iter::once("train".to_string()).chain(t.to_args()),
+                )
+                .unwrap();
+                assert_eq!(back, t);
+            }
+            for e in eval_commands(&st, &d.join("data"), &runs, &d.join("eval"), "cpu") {
+                let back = EvalArgs::try_parse_from(
+                    std::iter::once("evaluate".to_string()).chain(e.to_args()),
+                )
+                .unwrap();
+                assert_eq!(back, e);
+            }
+        }
+    }
 }

@@ -4,6 +4,6 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod demo_report;
-pub mod paper;
+pub mod reproduction;
 pub mod slurm;
 pub mod synth;

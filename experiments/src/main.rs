@@ -14,6 +14,6 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Demo(a) => experiments::demo::run(&a),
         Cmd::Bench(a) => experiments::bench::run(&a),
-        Cmd::Paper(a) => experiments::paper::run(&a),
+        Cmd::Paper(a) => experiments::reproduction::run(&a),
     }
 }

@@ -21,9 +21,9 @@ use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use evaluate::cli::shell_quote;
+use report::shell_quote;
 
-use crate::paper::{build_command, Job, PaperArgs, Step};
+use crate::reproduction::{build_command, Job, PaperArgs, Step};
 
 /// Cluster resources of `experiments paper --slurm`.
 #[derive(Debug, Clone, clap::Args)]
@@ -171,17 +171,12 @@ fn body(s: &Script, dir: &Path) -> String {
 
 /// A job's command line with the binary as a variable of `binaries.env`.
 fn command(job: &Job) -> String {
-    let var = match job.package {
+    let var = match job.package() {
         "train" => "TRAIN",
         "evaluate" => "EVALUATE",
         _ => "EXPERIMENTS",
     };
-    let mut c = format!("\"${var}\"");
-    for a in &job.args {
-        c.push(' ');
-        c.push_str(&shell_quote(a));
-    }
-    c
+    report::command_line(&format!("\"${var}\""), &job.args())
 }
 
 fn binaries_env(bin: &Path) -> String {
@@ -232,7 +227,7 @@ pub fn write(dir: &Path, args: &PaperArgs, jobs: &[Job]) -> Result<()> {
     let build = match &args.binaries {
         Some(b) => {
             let b = std::path::absolute(b)?;
-            crate::paper::check_binaries(&b)?;
+            crate::reproduction::check_binaries(&b)?;
             model::weights::write_atomic(&dir.join("binaries.env"), binaries_env(&b).as_bytes())?;
             false
         }

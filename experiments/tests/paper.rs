@@ -9,7 +9,7 @@ use std::process::Command;
 
 use clap::Parser;
 use common::{assert_same_outputs, fixture, paper_args, parse_paper, s, split_words, MODELS};
-use experiments::paper;
+use experiments::reproduction;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -41,7 +41,7 @@ fn execute(line: &str) {
             .unwrap();
             evaluate::run(&a).unwrap();
         }
-        "experiments" => paper::run(&parse_paper(&args)).unwrap(),
+        "experiments" => reproduction::run(&parse_paper(&args)).unwrap(),
         p => panic!("unexpected package {p}: {line}"),
     }
 }
@@ -137,7 +137,7 @@ fn printed_jobs_in_any_order_give_the_same_tables() {
     assert_eq!(cells, expected, "{lines:#?}");
 
     // (b) The whole reproduction in-process, then moved aside so that (c) writes the same paths.
-    paper::run(&parse_paper(&args)).unwrap();
+    reproduction::run(&parse_paper(&args)).unwrap();
     let a_dir = d.path().join("a");
     std::fs::rename(&out, &a_dir).unwrap();
 
@@ -204,7 +204,7 @@ fn missing_training_data_says_where_it_was_looked_for() {
         ]
         .map(String::from),
     );
-    let e = format!("{:#}", paper::run(&a).unwrap_err());
+    let e = format!("{:#}", reproduction::run(&a).unwrap_err());
     assert!(
         e.contains("imagenet/train") && e.contains("--imagenet"),
         "{e}"
@@ -221,7 +221,7 @@ fn missing_training_data_says_where_it_was_looked_for() {
         ]
         .map(String::from),
     );
-    let e = format!("{:#}", paper::run(&m).unwrap_err());
+    let e = format!("{:#}", reproduction::run(&m).unwrap_err());
     assert!(
         e.contains("vit-base-original") && e.contains("--print-jobs"),
         "{e}"

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_same_outputs, fixture, paper_args, parse_paper, s, MODELS};
-use experiments::paper;
+use experiments::reproduction;
 
 /// Epochs of every run: enough that the requeue lands in the middle of one.
 const EPOCHS: &str = "30";
@@ -286,7 +286,7 @@ impl Drop for Cluster {
 /// `epochs_done` and `finished` of a run's state.json, when it has one.
 fn run_state(run: &Path) -> Option<(usize, bool)> {
     let text = std::fs::read_to_string(run.join("state.json")).ok()?;
-    let st: train::run::RunState = serde_json::from_str(&text).ok()?;
+    let st: train::run_dir::RunState = serde_json::from_str(&text).ok()?;
     Some((st.epochs_done, st.finished))
 }
 
@@ -331,7 +331,7 @@ fn slurm_scripts_run_end_to_end_and_survive_a_requeue() {
     // The reference: the whole reproduction in-process, moved aside so that the cluster
     // writes the same paths (they are in the tables).
     let t_ref = Instant::now();
-    paper::run(&parse_paper(&args)).unwrap();
+    reproduction::run(&parse_paper(&args)).unwrap();
     let reference = d.path().join("reference");
     std::fs::rename(&out, &reference).unwrap();
     let ref_secs = t_ref.elapsed().as_secs_f64();

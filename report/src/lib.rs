@@ -321,6 +321,28 @@ pub fn missing_help(cmd: &clap::Command) -> Vec<String> {
     out
 }
 
+/// POSIX single-quoting where needed, for the command lines printed to reproduce a run.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `prefix` followed by every argument, shell-quoted: the line a user pastes into a shell.
+pub fn command_line(prefix: &str, args: &[String]) -> String {
+    let mut s = String::from(prefix);
+    for a in args {
+        s.push(' ');
+        s.push_str(&shell_quote(a));
+    }
+    s
+}
+
 fn note_line(line: &str) {
     eprintln!("{} {line}", utc_timestamp(SystemTime::now()));
 }

@@ -1,14 +1,15 @@
-//! Command-line interface of the `train` binary, also used by the experiment driver (which
-//! builds the same argument lists it would print as shell commands).
+//! Command-line interface of the `train` binary, also used in-process by the experiment driver:
+//! it builds a [`TrainArgs`], calls [`execute`] and prints [`TrainArgs::shell_command`], the
+//! command line derived from the same value, so a renamed flag fails to compile there.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 
 use crate::config::{Objective, PaperSettings, Schedule, TrainConfig, Transform};
-use crate::run::{RunDir, RunState, StartOrResume};
+use crate::run_dir::{RunDir, RunState, StartOrResume};
 
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(
     name = "train",
     about = "Finetune a ViT so that its relevance map sits on the object (RobustViT), or with plain cross-entropy",
@@ -157,6 +158,20 @@ pub struct TrainArgs {
     pub stop_after_epochs: Option<usize>,
 }
 
+/// The name a value-enum flag takes on the command line.
+trait ValueName {
+    fn value_name(&self) -> String;
+}
+
+impl<T: clap::ValueEnum> ValueName for T {
+    fn value_name(&self) -> String {
+        self.to_possible_value()
+            .expect("no skipped variants")
+            .get_name()
+            .to_owned()
+    }
+}
+
 fn triple(v: &Option<Vec<f32>>, default: [f32; 3], name: &str) -> Result<[f32; 3]> {
     match v {
         None => Ok(default),
@@ -168,7 +183,101 @@ fn triple(v: &Option<Vec<f32>>, default: [f32; 3], name: &str) -> Result<[f32; 3
     }
 }
 
+impl Default for TrainArgs {
+    /// What `train` with no flags means (each setting then comes from the paper's defaults).
+    fn default() -> Self {
+        Self::parse_from(["train"])
+    }
+}
+
 impl TrainArgs {
+    /// The arguments (after the program name) that reproduce these settings; defaults are left
+    /// out, the flags that say how the run starts come first.
+    /// `TrainArgs::parse_from(["train"].chain(args))` gives `self` back.
+    pub fn to_args(&self) -> Vec<String> {
+        let d = Self::default();
+        let mut a: Vec<String> = Vec::new();
+        if self.resume_or_start {
+            a.push("--resume-or-start".into());
+        }
+        if self.force {
+            a.push("--force".into());
+        }
+        let mut push = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                a.push(format!("--{flag}"));
+                a.push(v);
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let num = |v: Option<f64>| v.map(|v| v.to_string());
+        let count = |v: Option<usize>| v.map(|v| v.to_string());
+        let changed = |v: String, d: String| (v != d).then_some(v);
+        push("resume", path(&self.resume));
+        push("model", self.model.clone());
+        push("weights", self.weights.clone());
+        push("arch", path(&self.arch));
+        push("imagenet", path(&self.imagenet));
+        push("imagenet-s", path(&self.imagenet_s));
+        push("val-imagenet", path(&self.val_imagenet));
+        push("val-imagenet-s", path(&self.val_imagenet_s));
+        push("train-folder", path(&self.train_folder));
+        push("val-folder", path(&self.val_folder));
+        push("split-file", path(&self.split_file));
+        push("out", path(&self.out));
+        push("objective", self.objective.map(|v| v.value_name()));
+        push("lr", num(self.lr));
+        push("temperature", num(self.temperature));
+        push("epochs", count(self.epochs));
+        push("batch-size", count(self.batch_size));
+        push("val-batch-size", count(self.val_batch_size));
+        push("weight-decay", num(self.weight_decay));
+        push("schedule", self.schedule.map(|v| v.value_name()));
+        push("lr-decay", num(self.lr_decay));
+        push("lr-decay-every", count(self.lr_decay_every));
+        push("lambda-seg", num(self.lambda_seg));
+        push("lambda-cls", num(self.lambda_cls));
+        push("lambda-bg", num(self.lambda_bg));
+        push("lambda-fg", num(self.lambda_fg));
+        push("mask-mode", self.mask_mode.clone());
+        push("train-classes", count(self.train_classes));
+        push("train-per-class", count(self.train_per_class));
+        push("val-per-class", count(self.val_per_class));
+        push("limit-classes", count(self.limit_classes));
+        push("max-steps", count(self.max_steps));
+        push("seed", changed(self.seed.to_string(), d.seed.to_string()));
+        push("transform", self.transform.map(|v| v.value_name()));
+        let list = |v: &Option<Vec<f32>>| {
+            v.as_ref()
+                .map(|v| v.iter().map(f32::to_string).collect::<Vec<_>>().join(","))
+        };
+        push("mean", list(&self.mean));
+        push("std", list(&self.std));
+        push(
+            "log-every",
+            changed(self.log_every.to_string(), d.log_every.to_string()),
+        );
+        push(
+            "vis-images",
+            changed(self.vis_images.to_string(), d.vis_images.to_string()),
+        );
+        push(
+            "vis-every",
+            changed(self.vis_every.to_string(), d.vis_every.to_string()),
+        );
+        push("device", changed(self.device.clone(), d.device.clone()));
+        push("stop-after-epochs", count(self.stop_after_epochs));
+        if self.quiet {
+            a.push("--quiet".into());
+        }
+        a
+    }
+
+    /// The shell command that runs this training from the workspace root.
+    pub fn shell_command(&self) -> String {
+        report::command_line("cargo run --release -p train --", &self.to_args())
+    }
+
     /// The paper's settings for the model, overridden by every flag given.
     pub fn resolve(&self) -> Result<TrainConfig> {
         let paper = PaperSettings::load();
@@ -306,7 +415,7 @@ pub fn execute(args: &TrainArgs) -> Result<PathBuf> {
     let mut force = args.force;
     let mut resume = args.resume.clone();
     if let (true, Some(out)) = (args.resume_or_start, &args.out) {
-        match crate::run::start_or_resume(out, &args.resolve()?)? {
+        match crate::run_dir::start_or_resume(out, &args.resolve()?)? {
             StartOrResume::Start => {}
             StartOrResume::Restart => {
                 report::note(format!(
@@ -381,4 +490,115 @@ pub fn written_files(run: &std::path::Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     files.sort();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag set to a value other than its default.
+    fn every_flag() -> TrainArgs {
+        let p = |s: &str| Some(PathBuf::from(s));
+        TrainArgs {
+            model: Some("deit-s".into()),
+            weights: Some("org/repo@main".into()),
+            arch: p("my arch.json"),
+            imagenet: p("/d/train"),
+            imagenet_s: p("/d/masks"),
+            val_imagenet: p("/d/val"),
+            val_imagenet_s: p("/d/val-masks"),
+            train_folder: p("/d/folder"),
+            val_folder: p("/d/val-folder"),
+            split_file: p("/d/split.json"),
+            out: p("runs/it's"),
+            resume: None,
+            force: false,
+            resume_or_start: true,
+            objective: Some(Objective::Ce),
+            lr: Some(3e-6),
+            temperature: Some(0.65),
+            epochs: Some(7),
+            batch_size: Some(3),
+            val_batch_size: Some(5),
+            weight_decay: Some(0.1 + 0.2),
+            schedule: Some(Schedule::Onecycle),
+            lr_decay: Some(0.85),
+            lr_decay_every: Some(3),
+            lambda_seg: Some(0.8),
+            lambda_cls: Some(0.2),
+            lambda_bg: Some(2.0),
+            lambda_fg: Some(0.3),
+            mask_mode: Some("binary".into()),
+            train_classes: Some(10),
+            train_per_class: Some(2),
+            val_per_class: Some(4),
+            limit_classes: Some(6),
+            max_steps: Some(9),
+            seed: 42,
+            transform: Some(Transform::None),
+            mean: Some(vec![0.485, 0.456, 0.406]),
+            std: Some(vec![0.229, 0.224, 1.0 / 3.0]),
+            log_every: 1,
+            vis_images: 0,
+            vis_every: 1000,
+            device: "cpu".into(),
+            quiet: true,
+            stop_after_epochs: Some(2),
+        }
+    }
+
+    /// The flags `--resume-or-start` excludes.
+    fn resumed() -> TrainArgs {
+        TrainArgs {
+            resume: Some(PathBuf::from("runs/old")),
+            force: true,
+            resume_or_start: false,
+            ..every_flag()
+        }
+    }
+
+    fn parse(args: &[String]) -> TrainArgs {
+        TrainArgs::try_parse_from(std::iter::once("train".to_string()).chain(args.to_vec()))
+            .unwrap_or_else(|e| panic!("{e}: {args:?}"))
+    }
+
+    #[test]
+    fn args_round_trip_through_the_command_line() {
+        for a in [every_flag(), resumed()] {
+            assert_eq!(parse(&a.to_args()), a);
+        }
+        let a = every_flag();
+        assert_eq!(TrainArgs::default().to_args(), Vec::<String>::new());
+        assert_eq!(parse(&[]), TrainArgs::default());
+        let one = TrainArgs {
+            lr: Some(2e-3),
+            ..TrainArgs::default()
+        };
+        assert_eq!(one.to_args(), ["--lr", "0.002"]);
+        let cmd = a.shell_command();
+        assert!(
+            cmd.starts_with("cargo run --release -p train -- --resume-or-start --model deit-s"),
+            "{cmd}"
+        );
+        assert!(cmd.contains("--out 'runs/it'\\''s'"), "{cmd}");
+    }
+
+    /// A flag added to `train` without a line in `to_args` would be dropped from every printed
+    /// job; this names it.
+    #[test]
+    fn to_args_writes_every_flag() {
+        let mut args = every_flag().to_args();
+        args.extend(resumed().to_args());
+        for arg in TrainArgs::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            assert!(
+                args.iter().any(|a| *a == format!("--{long}")),
+                "--{long} is not written by TrainArgs::to_args"
+            );
+        }
+    }
 }

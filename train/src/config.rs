@@ -1,13 +1,14 @@
 //! The resolved configuration of a training run: the paper's settings for the chosen model
-//! (data in `experiments/settings/paper.json`), overridden by flags, written to the run folder.
+//! (data in `train/settings/paper.json`), overridden by flags, written to the run folder.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// The paper's settings, embedded from `experiments/settings/paper.json` so that the train and
-/// evaluate binaries and the experiment driver read one source without depending on each other.
-pub const PAPER_SETTINGS: &str = include_str!("../../experiments/settings/paper.json");
+/// The paper's settings, embedded from `train/settings/paper.json` (beside the code that parses
+/// them, so that this crate builds and packages alone); the experiment driver reads them
+/// through this crate.
+pub const PAPER_SETTINGS: &str = include_str!("../settings/paper.json");
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PaperSettings {
@@ -45,7 +46,7 @@ pub struct ModelSettings {
 
 impl PaperSettings {
     pub fn load() -> Self {
-        serde_json::from_str(PAPER_SETTINGS).expect("experiments/settings/paper.json is valid")
+        serde_json::from_str(PAPER_SETTINGS).expect("train/settings/paper.json is valid")
     }
 }
 

@@ -3,7 +3,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod run;
+pub mod run_dir;
 pub mod strips;
 pub mod trainer;
 

@@ -7,7 +7,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
-use crate::run::RunDir;
+use crate::run_dir::RunDir;
 use crate::trainer::{load_batch, Example};
 
 /// Relevance maps (per image, H*W in [0, 1]) for the ground-truth classes, and the model's
@@ -63,7 +63,7 @@ fn maps_file(run: &RunDir) -> std::path::PathBuf {
 
 /// Keeps the original model's maps so a resumed run draws the same "before" panel.
 pub fn save_before(run: &RunDir, maps: &StripMaps) -> Result<()> {
-    crate::run::write_atomic(&maps_file(run), serde_json::to_string(maps)?.as_bytes())
+    crate::run_dir::write_atomic(&maps_file(run), serde_json::to_string(maps)?.as_bytes())
 }
 
 fn load_before(run: &RunDir) -> Result<StripMaps> {

@@ -14,7 +14,7 @@ use model::Vit;
 use relevance::{AdamW, AdamWConfig, LossConfig, MaskMode};
 
 use crate::config::{Objective, Schedule, TrainConfig, Transform};
-use crate::run::{Metrics, MetricsRow, RunDir, RunState, ValFigures};
+use crate::run_dir::{Metrics, MetricsRow, RunDir, RunState, ValFigures};
 
 /// One training or validation example with its absolute paths.
 #[derive(Debug, Clone)]
@@ -828,18 +828,18 @@ pub fn train(
 pub(crate) const EPOCHS_KEY: &str = "robustvit.epochs_done";
 
 /// `last.safetensors` and `optimizer.safetensors` written beside the previous ones, then
-/// `state.json` (the commit point), then renamed over them ([`crate::run::promote_checkpoint`]);
+/// `state.json` (the commit point), then renamed over them ([`crate::run_dir::promote_checkpoint`]);
 /// each file written atomically and tagged with its epoch or step count.
 pub fn save_checkpoint(run: &RunDir, vit: &Vit, opt: &AdamW, state: &RunState) -> Result<()> {
     let meta = [(EPOCHS_KEY.to_string(), state.epochs_done.to_string())].into();
     model::save_model(
         vit,
-        &run.file(&crate::run::next_file("last.safetensors")),
+        &run.file(&crate::run_dir::next_file("last.safetensors")),
         &meta,
     )?;
-    opt.save(&run.file(&crate::run::next_file("optimizer.safetensors")))?;
+    opt.save(&run.file(&crate::run_dir::next_file("optimizer.safetensors")))?;
     run.write_state(state)?;
-    crate::run::promote_checkpoint(&run.path, state)
+    crate::run_dir::promote_checkpoint(&run.path, state)
 }
 
 fn load_checkpoint(
@@ -847,7 +847,7 @@ fn load_checkpoint(
     state: &RunState,
     device: &Device,
 ) -> Result<(std::collections::BTreeMap<String, Tensor>, AdamW)> {
-    crate::run::promote_checkpoint(&run.path, state)?;
+    crate::run_dir::promote_checkpoint(&run.path, state)?;
     let epochs_done = state.epochs_done;
     let p = run.file("last.safetensors");
     let t = model::weights::read_safetensors(&p, &Device::Cpu)?;

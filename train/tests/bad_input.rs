@@ -158,7 +158,7 @@ fn a_cut_last_metrics_row_does_not_block_resume() {
     execute(&args(&f, &run, &["--stop-after-epochs", "1"])).unwrap();
     let metrics = run.join("metrics.csv");
     let text = std::fs::read_to_string(&metrics).unwrap();
-    let rows_before = train::run::read_metrics(&metrics).unwrap().len();
+    let rows_before = train::run_dir::read_metrics(&metrics).unwrap().len();
     assert!(rows_before >= 2);
     // A crash while the last row was being written: half a line, no newline.
     let cut = &text[..text.len() - 1 - text.trim_end().rsplit('\n').next().unwrap().len() / 2];
@@ -166,7 +166,7 @@ fn a_cut_last_metrics_row_does_not_block_resume() {
     let mut resume = args(&f, &run, &[]);
     resume.resume = Some(run.clone());
     execute(&resume).unwrap();
-    let rows = train::run::read_metrics(&metrics).unwrap();
+    let rows = train::run_dir::read_metrics(&metrics).unwrap();
     assert!(
         rows.iter().any(|r| r.kind == "epoch" && r.epoch == 1),
         "{rows:?}"

@@ -6,7 +6,7 @@
 use candle_core::Device;
 use clap::Parser;
 use std::path::Path;
-use train::run::{start_or_resume, StartOrResume};
+use train::run_dir::{start_or_resume, StartOrResume};
 use train::TrainArgs;
 
 fn args(dir: &Path, out: &Path, extra: &[&str]) -> TrainArgs {

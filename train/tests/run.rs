@@ -5,7 +5,7 @@
 use candle_core::Device;
 use clap::Parser;
 use std::path::Path;
-use train::run::read_metrics;
+use train::run_dir::read_metrics;
 use train::TrainArgs;
 
 mod common;
@@ -123,7 +123,7 @@ fn run_trains_saves_best_and_resumes_identically() {
     assert!(after < before, "loss did not decrease: {before} -> {after}");
 
     // best.safetensors gives the validation loss logged for its epoch.
-    let state: train::run::RunState =
+    let state: train::run_dir::RunState =
         serde_json::from_str(&std::fs::read_to_string(run1.join("state.json")).unwrap()).unwrap();
     assert!(state.finished);
     let best_epoch = state.best_epoch.unwrap();
@@ -158,7 +158,7 @@ fn run_trains_saves_best_and_resumes_identically() {
     // Interrupted after epoch 1, then resumed: the same weights and optimizer state.
     let run2 = f.root.join("run2");
     train::execute(&args(&f, &run2, &["--stop-after-epochs", "1"])).unwrap();
-    let st: train::run::RunState =
+    let st: train::run_dir::RunState =
         serde_json::from_str(&std::fs::read_to_string(run2.join("state.json")).unwrap()).unwrap();
     assert_eq!((st.epochs_done, st.finished), (1, false));
     let mut resume = args(&f, &run2, &[]);

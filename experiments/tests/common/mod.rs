@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use clap::Parser;
 use evaluate::mat::{write_gtsegs, Sample};
-use experiments::paper::PaperArgs;
+use experiments::reproduction::PaperArgs;
 
 /// The two paper models whose names label the stand-in model.
 pub const MODELS: [&str; 2] = ["augreg-base", "deit-small"];

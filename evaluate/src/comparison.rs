@@ -1,6 +1,6 @@
 //! The comparison with published numbers (`paper_table.md` / `.csv`) and the bar charts.
 //!
-//! The published numbers are data (`experiments/settings/paper_results.csv`, built into the
+//! The published numbers are data (`evaluate/settings/paper_results.csv`, built into the
 //! binary) so that a number recovered later is one line to add. Both outputs are rebuilt from
 //! the whole merged result tables, hold no date, and are sorted, so re-running an evaluation
 //! rewrites the same bytes.
@@ -16,9 +16,8 @@ use thiserror::Error;
 use crate::chart::{BarChart, BarGroup};
 use crate::results::{RobustnessRow, SegmentationRow};
 
-/// The built-in copy of `experiments/settings/paper_results.csv`.
-pub const BUILTIN_PAPER_RESULTS: &str =
-    include_str!("../../experiments/settings/paper_results.csv");
+/// The built-in copy of `evaluate/settings/paper_results.csv`.
+pub const BUILTIN_PAPER_RESULTS: &str = include_str!("../settings/paper_results.csv");
 
 /// Dataset name of ImageNet-Segmentation (`gtsegs_ijcv.mat`) in the result tables.
 pub const IMAGENET_SEG: &str = "imagenet-seg";
@@ -139,11 +138,8 @@ impl PaperResults {
 
     /// The numbers built into the binary.
     pub fn builtin() -> Self {
-        Self::parse(
-            BUILTIN_PAPER_RESULTS,
-            "experiments/settings/paper_results.csv",
-        )
-        .expect("the built-in paper results are checked by a test")
+        Self::parse(BUILTIN_PAPER_RESULTS, "evaluate/settings/paper_results.csv")
+            .expect("the built-in paper results are checked by a test")
     }
 
     /// Reads a file in the same format.

@@ -14,8 +14,8 @@ use model::{HubOptions, LoadedModel, WeightsSource};
 use relevance::Explainer;
 
 use crate::cli::{Dtype, EvalArgs, ModelSpec};
+use crate::comparison::{self, PaperResults};
 use crate::metrics::SegMetrics;
-use crate::paper::{self, PaperResults};
 use crate::plan::{self, ClassificationSet, Datasets, SegSet, Skipped};
 use crate::predictions::Predictions;
 use crate::results::{self, RobustnessRow, SegmentationRow};
@@ -797,14 +797,14 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
 
     let all_rob: Vec<RobustnessRow> = results::read_rows(&rob_path)?;
     let all_seg: Vec<SegmentationRow> = results::read_rows(&seg_path)?;
-    let (md, csv) = paper::paper_table(&all_rob, &all_seg, &paper);
+    let (md, csv) = comparison::paper_table(&all_rob, &all_seg, &paper);
     for (name, text) in [("paper_table.md", md), ("paper_table.csv", csv)] {
         let p = args.out.join(name);
         results::write_atomic(&p, text.as_bytes())?;
         summary.files.push(p);
     }
-    for (name, chart) in paper::charts(&all_rob) {
-        let (w, h) = paper::chart_size(&chart);
+    for (name, chart) in comparison::charts(&all_rob) {
+        let (w, h) = comparison::chart_size(&chart);
         let img = chart.render(w, h)?;
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)

@@ -17,9 +17,10 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-use evaluate::cli::shell_quote;
 use evaluate::results::{self, RobustnessRow, SegmentationRow};
 use evaluate::{EvalArgs, ProtocolChoice};
+use report::shell_quote;
+use train::TrainArgs;
 
 /// Long help of `experiments paper`.
 pub const AFTER_HELP: &str = "\
@@ -138,28 +139,89 @@ impl Step {
     }
 }
 
+/// What a job runs, as the typed arguments of its binary: a flag renamed in `train` or
+/// `evaluate` fails to compile here, and the printed command line is derived from the same
+/// value that an in-process run executes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    Train(Box<TrainArgs>),
+    Evaluate(Box<EvalArgs>),
+    /// `experiments paper --merge`: the cells of `models` into the tables of `out`.
+    Merge {
+        models: Vec<String>,
+        out: PathBuf,
+    },
+}
+
+impl Invocation {
+    /// The binary that runs it.
+    pub fn package(&self) -> &'static str {
+        match self {
+            Invocation::Train(_) => "train",
+            Invocation::Evaluate(_) => "evaluate",
+            Invocation::Merge { .. } => "experiments",
+        }
+    }
+
+    /// Its arguments (after the binary). `to_args` of train and evaluate leaves defaults out; a
+    /// job line spells out the device (and an evaluation its protocol), so that it means the
+    /// same thing whatever the binaries' defaults become.
+    pub fn to_args(&self) -> Vec<String> {
+        fn spell_out(a: &mut Vec<String>, flag: &str, value: &str) {
+            if !a.iter().any(|x| x == flag) {
+                a.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+        match self {
+            Invocation::Train(t) => {
+                let mut a = t.to_args();
+                spell_out(&mut a, "--device", &t.device);
+                a
+            }
+            Invocation::Evaluate(e) => {
+                let mut a = e.to_args();
+                let p =
+                    clap::ValueEnum::to_possible_value(&e.protocol).expect("no skipped variants");
+                spell_out(&mut a, "--protocol", p.get_name());
+                spell_out(&mut a, "--device", &e.device);
+                a
+            }
+            Invocation::Merge { models, out } => vec![
+                "paper".into(),
+                "--merge".into(),
+                "--models".into(),
+                models.join(","),
+                "--out".into(),
+                s(out),
+            ],
+        }
+    }
+}
+
 /// One (model, step) cell of the reproduction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub step: Step,
     /// Canonical model name (empty for the merge).
     pub model: String,
-    /// The binary that runs it: `train`, `evaluate` or `experiments`.
-    pub package: &'static str,
-    /// Its arguments.
-    pub args: Vec<String>,
+    pub invocation: Invocation,
 }
 
 impl Job {
+    /// The binary that runs it: `train`, `evaluate` or `experiments`.
+    pub fn package(&self) -> &'static str {
+        self.invocation.package()
+    }
+
+    /// Its arguments, as printed.
+    pub fn args(&self) -> Vec<String> {
+        self.invocation.to_args()
+    }
+
     /// The shell command that runs this job with the binaries in `bin` (from any folder: every
     /// path in it is absolute).
     pub fn command(&self, bin: &Path) -> String {
-        let mut s = shell_quote(&s(&bin.join(self.package)));
-        for a in &self.args {
-            s.push(' ');
-            s.push_str(&shell_quote(a));
-        }
-        s
+        report::command_line(&shell_quote(&s(&bin.join(self.package()))), &self.args())
     }
 }
 
@@ -269,41 +331,25 @@ fn train_data(args: &PaperArgs) -> Result<(PathBuf, PathBuf)> {
     Ok((absolute(&images)?, absolute(&masks)?))
 }
 
-/// Arguments of a fresh `train` run of `model` into `dir`.
-fn train_args(args: &PaperArgs, model: &str, dir: &Path) -> Result<Vec<String>> {
+/// The train job of `model` into `dir`: starts the run, or continues it when killed and run
+/// again.
+fn train_args(args: &PaperArgs, model: &str, dir: &Path) -> Result<TrainArgs> {
     let (images, masks) = train_data(args)?;
-    let mut a: Vec<String> = vec![
-        "--model".into(),
-        model.into(),
-        "--imagenet".into(),
-        s(&images),
-        "--imagenet-s".into(),
-        s(&masks),
-        "--out".into(),
-        s(dir),
-        "--device".into(),
-        args.device.clone(),
-    ];
-    let knobs = [
-        ("--epochs", args.epochs),
-        ("--max-steps", args.max_steps),
-        ("--limit-classes", args.limit_classes),
-    ];
-    for (flag, v) in knobs {
-        if let Some(v) = v {
-            a.extend([flag.to_string(), v.to_string()]);
-        }
-    }
-    if let Some(w) = &args.weights {
-        a.extend(["--weights".into(), weights_spec(w)?]);
-    }
-    if let Some(p) = &args.arch {
-        a.extend(["--arch".into(), s(&absolute(p)?)]);
-    }
-    if args.quiet {
-        a.push("--quiet".into());
-    }
-    Ok(a)
+    Ok(TrainArgs {
+        resume_or_start: true,
+        model: Some(model.into()),
+        weights: args.weights.as_deref().map(weights_spec).transpose()?,
+        arch: args.arch.as_deref().map(absolute).transpose()?,
+        imagenet: Some(images),
+        imagenet_s: Some(masks),
+        out: Some(dir.to_path_buf()),
+        epochs: args.epochs,
+        max_steps: args.max_steps,
+        limit_classes: args.limit_classes,
+        device: args.device.clone(),
+        quiet: args.quiet,
+        ..TrainArgs::default()
+    })
 }
 
 /// A local weights file is made absolute; a hub id is left as it is.
@@ -314,13 +360,6 @@ fn weights_spec(w: &str) -> Result<String> {
     } else {
         w.into()
     })
-}
-
-/// The train job: starts the run, or continues it when killed and run again.
-fn train_job_args(args: &PaperArgs, model: &str, dir: &Path) -> Result<Vec<String>> {
-    let mut a = vec!["--resume-or-start".to_string()];
-    a.extend(train_args(args, model, dir)?);
-    Ok(a)
 }
 
 /// The evaluation of one (model, weights) cell.
@@ -349,32 +388,6 @@ pub fn eval_args(args: &PaperArgs, model: &str, step: Step) -> Result<EvalArgs> 
     })
 }
 
-/// `EvalArgs::to_args` leaves defaults out; a job line spells out the protocol and device, so
-/// that it means the same thing whatever `evaluate`'s defaults become.
-fn explicit_eval_args(e: &EvalArgs) -> Vec<String> {
-    let mut a = e.to_args();
-    if !a.iter().any(|x| x == "--protocol") {
-        let p = clap::ValueEnum::to_possible_value(&e.protocol).expect("no skipped variants");
-        a.extend(["--protocol".into(), p.get_name().to_owned()]);
-    }
-    if !a.iter().any(|x| x == "--device") {
-        a.extend(["--device".into(), e.device.clone()]);
-    }
-    a
-}
-
-/// The merge job's arguments (after `--`).
-fn merge_args(args: &PaperArgs, models: &[String]) -> Result<Vec<String>> {
-    Ok(vec![
-        "paper".into(),
-        "--merge".into(),
-        "--models".into(),
-        models.join(","),
-        "--out".into(),
-        s(&absolute(&args.out)?),
-    ])
-}
-
 /// Every cell, in the order a job array runs them: the trainings, the evaluations of the
 /// original weights, those of the finetuned weights, the merge. Cluster jobs get
 /// [`job_device`]'s device.
@@ -393,8 +406,7 @@ fn cells(args: &PaperArgs) -> Result<Vec<Job>> {
         jobs.push(Job {
             step: Step::Train,
             model: m.clone(),
-            package: "train",
-            args: train_job_args(args, m, &run_dir(&out, m))?,
+            invocation: Invocation::Train(Box::new(train_args(args, m, &run_dir(&out, m))?)),
         });
     }
     for step in [Step::EvalOriginal, Step::EvalFinetuned] {
@@ -402,16 +414,17 @@ fn cells(args: &PaperArgs) -> Result<Vec<Job>> {
             jobs.push(Job {
                 step,
                 model: m.clone(),
-                package: "evaluate",
-                args: explicit_eval_args(&eval_args(args, m, step)?),
+                invocation: Invocation::Evaluate(Box::new(eval_args(args, m, step)?)),
             });
         }
     }
     jobs.push(Job {
         step: Step::Merge,
         model: String::new(),
-        package: "experiments",
-        args: merge_args(args, &models)?,
+        invocation: Invocation::Merge {
+            models: models.clone(),
+            out: out.clone(),
+        },
     });
     Ok(jobs)
 }
@@ -466,16 +479,16 @@ pub fn merge(out: &Path, models: &[String]) -> Result<Vec<PathBuf>> {
     }
     let all_rob: Vec<RobustnessRow> = results::read_rows(&rob_path)?;
     let all_seg: Vec<SegmentationRow> = results::read_rows(&seg_path)?;
-    let paper = evaluate::paper::PaperResults::builtin();
-    let (md, csv) = evaluate::paper::paper_table(&all_rob, &all_seg, &paper);
+    let paper = evaluate::comparison::PaperResults::builtin();
+    let (md, csv) = evaluate::comparison::paper_table(&all_rob, &all_seg, &paper);
     let mut files = vec![rob_path, seg_path];
     for (name, text) in [("paper_table.md", md), ("paper_table.csv", csv)] {
         let p = out.join(name);
         results::write_atomic(&p, text.as_bytes())?;
         files.push(p);
     }
-    for (name, chart) in evaluate::paper::charts(&all_rob) {
-        let (w, h) = evaluate::paper::chart_size(&chart);
+    for (name, chart) in evaluate::comparison::charts(&all_rob) {
+        let (w, h) = evaluate::comparison::chart_size(&chart);
         let img = chart.render(w, h)?;
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -490,32 +503,21 @@ pub fn merge(out: &Path, models: &[String]) -> Result<Vec<PathBuf>> {
 /// Runs one job in-process (printing its command), as its binary would: a train job skips a
 /// finished run and resumes an interrupted one, an evaluation keeps its finished datasets.
 pub fn run_job(args: &PaperArgs, job: &Job) -> Result<()> {
-    let out = absolute(&args.out)?;
-    let bin = binaries_dir(args)?;
-    match job.step {
-        Step::Train => {
-            println!("$ {}", job.command(&bin));
-            let a = <train::TrainArgs as clap::Parser>::try_parse_from(
-                std::iter::once("train".to_string()).chain(job.args.iter().cloned()),
-            )?;
-            train::execute(&a).with_context(|| format!("training {}", job.model))?;
-            Ok(())
+    println!("$ {}", job.command(&binaries_dir(args)?));
+    match &job.invocation {
+        Invocation::Train(a) => {
+            train::execute(a).with_context(|| format!("training {}", job.model))?;
         }
-        Step::EvalOriginal | Step::EvalFinetuned => {
-            let e = eval_args(args, &job.model, job.step)?;
-            println!("$ {}", job.command(&bin));
-            evaluate::run(&e).with_context(|| format!("evaluating {}", job.model))?;
-            Ok(())
+        Invocation::Evaluate(e) => {
+            evaluate::run(e).with_context(|| format!("evaluating {}", job.model))?;
         }
-        Step::Merge => {
-            println!("$ {}", job.command(&bin));
-            let files = merge(&out, &model_names(args)?)?;
-            for f in files {
+        Invocation::Merge { models, out } => {
+            for f in merge(out, models)? {
                 println!("  {}", f.display());
             }
-            Ok(())
         }
     }
+    Ok(())
 }
 
 /// `experiments paper`.
@@ -570,4 +572,80 @@ pub fn run(args: &PaperArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Cmd};
+    use clap::Parser;
+
+    fn paper_args(extra: &[&str]) -> PaperArgs {
+        let argv = ["experiments", "paper", "--data-root", "/d", "--out", "/o"];
+        let cli = Cli::try_parse_from(argv.iter().chain(extra)).unwrap();
+        let Cmd::Paper(a) = cli.cmd else {
+            panic!("not the paper command")
+        };
+        *a
+    }
+
+    /// Each printed line, read back by its binary's own parser, is the value that an
+    /// in-process run executes.
+    #[test]
+    fn printed_jobs_parse_back_to_their_invocations() {
+        let cases = [
+            paper_args(&[]),
+            paper_args(&[
+                "--models",
+                "vit-b,deit-s",
+                "--device",
+                "cpu",
+                "--protocol",
+                "paper",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--limit-classes",
+                "3",
+                "--limit",
+                "4",
+                "--quiet",
+                "--weights",
+                "org/stand-in",
+                "--arch",
+                "arch.json",
+            ]),
+        ];
+        for args in cases {
+            let jobs = jobs(&args).unwrap();
+            assert_eq!(jobs.len(), 3 * model_names(&args).unwrap().len() + 1);
+            for j in &jobs {
+                let argv = std::iter::once(j.package().to_string()).chain(j.args());
+                match &j.invocation {
+                    Invocation::Train(t) => {
+                        assert_eq!(TrainArgs::try_parse_from(argv).unwrap(), **t);
+                        assert_eq!(j.args()[0], "--resume-or-start");
+                        assert!(j.args().windows(2).any(|w| w == ["--device", &t.device]));
+                    }
+                    Invocation::Evaluate(e) => {
+                        assert_eq!(EvalArgs::try_parse_from(argv).unwrap(), **e);
+                        assert!(j.args().iter().any(|a| a == "--protocol"));
+                        assert!(j.args().windows(2).any(|w| w == ["--device", &e.device]));
+                    }
+                    Invocation::Merge { models, out } => {
+                        let cli = Cli::try_parse_from(
+                            std::iter::once("experiments".to_string()).chain(j.args()),
+                        )
+                        .unwrap();
+                        let Cmd::Paper(p) = cli.cmd else {
+                            panic!("not the paper command")
+                        };
+                        assert!(p.merge);
+                        assert_eq!((&p.models, &p.out), (models, out));
+                    }
+                }
+            }
+        }
+    }
 }
