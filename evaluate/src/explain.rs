@@ -520,7 +520,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExplainSummary> {
             rows: contact,
             colour_bar: Some(colour_bar(args.colormap)),
             caption: caption(args.colormap, args.protocol),
-            panel_size: figures::sheet::panel_side(side, 128),
+            panel_size: figures::sheet::panel_side(side, 160),
         };
         figures::save_png(&sheet.render()?, file)?;
         println!("{}", file.display());

@@ -146,7 +146,7 @@ const GROUP_PAD: f64 = 0.12;
 
 impl BarChart {
     fn caption_lines(&self, width: u32) -> Vec<String> {
-        let w = width.saturating_sub(2 * MARGIN);
+        let w = width.saturating_sub(2 * MARGIN + 24);
         let mut out = Vec::new();
         for c in &self.caption {
             let mut cur = String::new();
@@ -335,16 +335,16 @@ impl BarChart {
                     let mut label_y = top;
                     if let (Some(e), true) = (err, v.is_finite()) {
                         let (lo, hi) = ((v - e).max(0.0), (v + e).min(y_max));
-                        let w = ((right - left) as u32 / 3).clamp(4, 12);
+                        // A line with caps, no marker: the bar's top already shows the mean.
+                        let cap = slot * 0.92 / 6.0;
+                        let style = BLACK.stroke_width(2);
+                        let lines = [
+                            vec![(xc, lo), (xc, hi)],
+                            vec![(xc - cap, lo), (xc + cap, lo)],
+                            vec![(xc - cap, hi), (xc + cap, hi)],
+                        ];
                         chart
-                            .draw_series(std::iter::once(ErrorBar::new_vertical(
-                                xc,
-                                lo,
-                                v,
-                                hi,
-                                BLACK.stroke_width(2),
-                                w,
-                            )))
+                            .draw_series(lines.into_iter().map(|l| PathElement::new(l, style)))
                             .map_err(draw_err)?;
                         label_y = chart.backend_coord(&(xc, hi)).1;
                     }
@@ -415,7 +415,12 @@ impl BarChart {
             .map(|(i, s)| (s.clone(), PALETTE[i % PALETTE.len()], false))
             .collect();
         if let Some(c) = self.chance {
-            entries.push((format!("chance ({c:.0}%)"), CHANCE, true));
+            let level = if c.fract() == 0.0 {
+                format!("{c:.0}")
+            } else {
+                format!("{c:.1}")
+            };
+            entries.push((format!("chance ({level}%)"), CHANCE, true));
         }
         let entry_w = |t: &str| 16 + 6 + text_size(t, LEGEND_PX).0 + 22;
         let total: u32 = entries.iter().map(|e| entry_w(&e.0)).sum();

@@ -151,7 +151,8 @@ impl Sheet {
     }
 
     fn caption_lines(&self, width: u32) -> Vec<String> {
-        let w = width.saturating_sub(2 * MARGIN).max(50);
+        // Some slack: the rendered text runs a little wider than its estimate.
+        let w = width.saturating_sub(2 * MARGIN + 24).max(50);
         self.caption
             .iter()
             .flat_map(|c| wrap(c, CAPTION_PX, w))
@@ -373,7 +374,7 @@ pub fn training_strip(
             label: "relevance".into(),
         }),
         caption: vec![],
-        panel_size: panel_side(w.max(h), 128),
+        panel_size: panel_side(w.max(h), 160),
     }
     .render()
 }
@@ -499,9 +500,9 @@ mod tests {
             epoch: Some(3),
         };
         let s = training_strip(&img, &mask, &before, &after, ColorMap::Jet, &titles).unwrap();
-        // Four 128-px panels, gaps, the colour bar column and margins; two title lines.
-        assert!(s.width() > 4 * 128 + 3 * GAP + 2 * MARGIN, "{}", s.width());
-        assert!(s.height() > 128 + 2 * LINE, "{}", s.height());
+        // Four 160-px panels, gaps, the colour bar column and margins; two title lines.
+        assert!(s.width() > 4 * 160 + 3 * GAP + 2 * MARGIN, "{}", s.width());
+        assert!(s.height() > 160 + 2 * LINE, "{}", s.height());
         assert!(training_strip(&img, &mask[..5], &before, &after, ColorMap::Jet, &titles).is_err());
     }
 }
