@@ -456,23 +456,28 @@ impl ImageNetS {
 
     /// Decode the image and binary mask of a split entry.
     pub fn load_pair(&self, s: &SegSample) -> Result<(RgbImage, Plane)> {
-        let img = crate::preprocess::decode_rgb(&self.images.join(&s.image))?;
-        let mask_path = self.masks.join(&s.mask);
-        let m = decode_mask(&mask_path)?;
-        if img.dimensions() != (m.binary.width, m.binary.height) {
-            return Err(DataError::BadMask {
-                path: mask_path,
-                reason: format!(
-                    "size {}x{} differs from its image ({}x{})",
-                    m.binary.width,
-                    m.binary.height,
-                    img.width(),
-                    img.height()
-                ),
-            });
-        }
-        Ok((img, m.binary))
+        decode_pair(&self.images.join(&s.image), &self.masks.join(&s.mask))
     }
+}
+
+/// Decode an image and its binary mask; a mask of another size than its image is an error
+/// (it would be stretched onto the wrong pixels).
+pub fn decode_pair(image: &Path, mask: &Path) -> Result<(RgbImage, Plane)> {
+    let img = crate::preprocess::decode_rgb(image)?;
+    let m = decode_mask(mask)?;
+    if img.dimensions() != (m.binary.width, m.binary.height) {
+        return Err(DataError::BadMask {
+            path: mask.to_path_buf(),
+            reason: format!(
+                "size {}x{} differs from its image ({}x{})",
+                m.binary.width,
+                m.binary.height,
+                img.width(),
+                img.height()
+            ),
+        });
+    }
+    Ok((img, m.binary))
 }
 
 enum Problem {

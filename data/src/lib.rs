@@ -1,5 +1,7 @@
-//! Datasets and preprocessing for RobustViT: ImageNet-S finetuning pairs, the seven robustness
-//! benchmarks in their native layouts, and PIL/torchvision-exact preprocessing.
+//! Datasets and preprocessing for RobustViT: ImageNet-S finetuning pairs and the training source
+//! built on them, the seven robustness benchmarks in their native layouts, the segmentation
+//! benchmark (ImageNet-Segmentation's `.mat` file and mask folders), PIL/torchvision-exact
+//! preprocessing, the one batch loader, and the label-space ranking (top-k, class masks).
 
 pub mod check;
 pub mod datasets;
@@ -9,12 +11,16 @@ pub mod labels;
 pub mod loader;
 mod pil_resize;
 pub mod preprocess;
+pub mod ranking;
+pub mod segmentation;
 #[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
+pub mod train_source;
 
 pub use check::CheckReport;
 pub use datasets::{Benchmark, EvalDataset, EvalSample, Protocol};
 pub use error::{DataError, Result};
 pub use imagenet_s::{ImageNetS, ImageNetSSplit, SegSample, SplitOptions};
-pub use loader::{Batch, EvalSource, Loader, LoaderOptions, Progress, SampleSource, SegSource};
+pub use loader::{Batch, EvalSource, Loader, LoaderOptions, Progress, SampleSource};
 pub use preprocess::{EvalTransform, Interpolation, Normalization, Plane};
+pub use train_source::{PairTransform, TrainExample, TrainSource};

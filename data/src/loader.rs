@@ -15,8 +15,7 @@ use rayon::prelude::*;
 
 use crate::datasets::EvalSample;
 use crate::error::{panic_message, DataError, Result};
-use crate::imagenet_s::{sample_rng, train_transform, val_transform, ImageNetS, SegSample};
-use crate::preprocess::{decode_rgb, EvalTransform, Normalization};
+use crate::preprocess::{decode_rgb, EvalTransform};
 
 /// One preprocessed sample.
 #[derive(Debug, Clone)]
@@ -74,48 +73,6 @@ impl SampleSource for EvalSource {
 
     fn path(&self, index: usize) -> PathBuf {
         self.samples[index].path.clone()
-    }
-}
-
-/// ImageNet-S pairs with the training (random crop/flip, seeded per sample and epoch) or the
-/// validation transform.
-#[derive(Debug, Clone)]
-pub struct SegSource {
-    pub dataset: ImageNetS,
-    pub samples: Vec<SegSample>,
-    pub norm: Normalization,
-    /// Some((seed, epoch)): training augmentation; None: validation transform.
-    pub augment: Option<(u64, u64)>,
-}
-
-impl SampleSource for SegSource {
-    fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    fn load(&self, index: usize) -> Result<Item> {
-        let s = &self.samples[index];
-        let (img, mask) = self.dataset.load_pair(s)?;
-        let (image, m) = match self.augment {
-            Some((seed, epoch)) => {
-                let mut rng = sample_rng(seed, epoch, index as u64);
-                train_transform(&img, &mask, &mut rng, &self.norm)
-            }
-            None => val_transform(&img, &mask, &self.norm),
-        };
-        Ok(Item {
-            image,
-            height: m.height,
-            width: m.width,
-            mask: Some(m.data),
-            label: s.label,
-            targets: vec![s.label],
-            path: self.dataset.images.join(&s.image),
-        })
-    }
-
-    fn path(&self, index: usize) -> PathBuf {
-        self.dataset.images.join(&self.samples[index].image)
     }
 }
 
@@ -185,10 +142,11 @@ pub struct Loader {
     total: usize,
 }
 
-/// The order of an epoch: 0..n shuffled by ChaCha8 seeded with (seed, epoch).
+/// The order of an epoch: 0..n shuffled by ChaCha8 seeded with `seed ^ epoch * φ·2⁶⁴`. The
+/// training runs' order: changing it changes every trained model.
 pub fn shuffled_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     v.shuffle(&mut rng);
     v
 }
@@ -384,6 +342,23 @@ impl Drop for Loader {
             let _ = h.join();
         }
     }
+}
+
+/// Loads the samples `indices` of `source` as one batch, in parallel on the current rayon
+/// pool and without a background thread; unlike [`Loader`], a sample that fails to load fails
+/// the batch.
+pub fn load_batch(source: &dyn SampleSource, indices: &[usize]) -> Result<Batch> {
+    if let Some(&bad) = indices.iter().find(|&&i| i >= source.len()) {
+        return Err(DataError::Invalid(format!(
+            "sample index {bad} out of range ({} samples)",
+            source.len()
+        )));
+    }
+    let items = indices
+        .par_iter()
+        .map(|&i| source.load(i).map(|it| (i, it)))
+        .collect::<Result<Vec<_>>>()?;
+    make_batch(0, items, Vec::new())
 }
 
 /// Decode + preprocess one evaluation image (convenience for single images and tests).

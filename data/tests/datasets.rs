@@ -9,7 +9,7 @@ use data::loader::{shuffled_order, Loader, LoaderOptions, Progress};
 use data::synthetic::{write_benchmark, write_imagenet_s, Synthetic, SyntheticSpec};
 use data::{
     Benchmark, DataError, EvalDataset, EvalSource, EvalTransform, ImageNetS, ImageNetSSplit,
-    Normalization, Protocol, SegSource, SplitOptions,
+    Normalization, PairTransform, Protocol, SplitOptions, TrainSource,
 };
 
 fn spec() -> SyntheticSpec {
@@ -440,10 +440,11 @@ fn loader_on_imagenet_s_gives_masks() {
     let (split, _) = ds.build_split(&SplitOptions::default()).unwrap();
     let order = shuffled_order(split.train.len(), 3, 0);
     assert_eq!(order, shuffled_order(split.train.len(), 3, 0));
-    let src = Arc::new(SegSource {
-        dataset: ds,
-        samples: split.train.clone(),
+    let src = Arc::new(TrainSource {
+        examples: data::train_source::seg_examples(&ds, &split.train),
+        transform: PairTransform::Paper,
         norm: Normalization::HALF,
+        crop: data::imagenet_s::CROP,
         augment: Some((3, 0)),
     });
     let run = || -> Vec<f32> {

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use data::loader::{Loader, LoaderOptions};
+use data::segmentation::{GtSegsSource, SegFolderSource};
 use data::{EvalSource, Protocol, SampleSource};
 use model::{HubOptions, LoadedModel, WeightsSource};
 use relevance::Explainer;
@@ -19,7 +20,6 @@ use crate::metrics::SegMetrics;
 use crate::plan::{self, ClassificationSet, Datasets, SegSet, Skipped};
 use crate::predictions::Predictions;
 use crate::results::{self, RobustnessRow, SegmentationRow};
-use crate::seg::{GtSegsSource, SegFolderSource};
 use crate::topk::{ClassMask, TopKAccuracy};
 
 /// One (model, dataset) evaluation that was (or, with `--check`, would be) run.

@@ -24,13 +24,13 @@
 //! * [`metrics`] — pixel accuracy, mIoU, mAP of thresholded relevance maps, plus
 //!   relevance-mass accuracy and the pointing game;
 //! * [`topk`] — top-1 / top-5 accuracy with multi-target images and class masks;
-//! * [`mat`] — reader of ImageNet-Segmentation's `gtsegs_ijcv.mat` (HDF5);
 //! * [`results`] — keyed CSV tables merged idempotently and written atomically;
 //! * [`chart`] — grouped bar charts (drawn by the `figures` crate);
 //! * [`explain`] — the `explain` binary: relevance pictures of your own images;
 //! * [`cli`] — the command line ([`EvalArgs`]);
 //! * [`plan`] — dataset discovery and each protocol's preprocessing;
-//! * [`seg`] — sources of the segmentation test;
+//!   the segmentation benchmark's readers (`gtsegs_ijcv.mat`, mask folders) are
+//!   [`data::segmentation`];
 //! * [`predictions`] — per-image top-5 classes and probabilities (`--predictions`);
 //! * [`comparison`] — published numbers, the comparison table and the charts' content;
 //! * [`evaluation`] — the evaluation loop ([`run`]).
@@ -41,12 +41,10 @@ pub mod cli;
 pub mod comparison;
 pub mod evaluation;
 pub mod explain;
-pub mod mat;
 pub mod metrics;
 pub mod plan;
 pub mod predictions;
 pub mod results;
-pub mod seg;
 pub mod topk;
 
 pub use cli::{Dtype, EvalArgs, FolderSpec, ModelSpec, ProtocolChoice, SegFolderSpec};

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use data::preprocess::{EvalTransform, Interpolation, Normalization};
+use data::segmentation::mat::GtSegs;
+use data::segmentation::{list_seg_folder, SegPair};
 use data::{Benchmark, EvalDataset, EvalSample, Protocol};
 use model::PretrainedCfg;
 
 use crate::cli::EvalArgs;
 use crate::comparison::IMAGENET_SEG;
-use crate::mat::GtSegs;
-use crate::seg::{list_seg_folder, SegPair};
 
 /// Conventional location of `gtsegs_ijcv.mat` under the data root; the file directly at the
 /// root is accepted too.
@@ -266,7 +266,7 @@ pub fn resolve(args: &EvalArgs) -> Datasets {
                 reason: format!(
                     "ImageNet-Segmentation not found at {} (download {} there, or pass --imagenet-seg FILE)",
                     path.display(),
-                    crate::mat::GTSEGS_URL
+                    data::segmentation::mat::GTSEGS_URL
                 ),
             });
         } else {

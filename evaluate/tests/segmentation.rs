@@ -121,8 +121,8 @@ fn parse(args: &[&str]) -> evaluate::EvalArgs {
 /// and the run scores the others.
 #[test]
 fn a_mask_that_is_not_0_1_skips_its_entry_only() {
+    use data::segmentation::mat::{write_gtsegs, GtSegs, Sample};
     use data::SampleSource;
-    use evaluate::mat::{write_gtsegs, GtSegs, Sample};
 
     let d = tempfile::tempdir().unwrap();
     let mat = d.path().join("gtsegs_ijcv.mat");
@@ -132,7 +132,7 @@ fn a_mask_that_is_not_0_1_skips_its_entry_only() {
     };
     write_gtsegs(&mat, &[sample(0, 1), sample(2, 255), sample(3, 1)]).unwrap();
 
-    let source = evaluate::seg::GtSegsSource {
+    let source = data::segmentation::GtSegsSource {
         gtsegs: std::sync::Arc::new(GtSegs::open(&mat).unwrap()),
         indices: vec![0, 1, 2],
         size: 16,
@@ -173,7 +173,7 @@ fn a_mask_that_is_not_0_1_skips_its_entry_only() {
 fn a_mat_file_without_entries_is_named() {
     let d = tempfile::tempdir().unwrap();
     let mat = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/gtsegs/gtsegs_empty.mat");
+        .join("../data/tests/fixtures/gtsegs/gtsegs_empty.mat");
     let model = d.path().join("tiny");
     common::write_model(&model, &common::POSITIONS);
     let args = parse(&[

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::{close, colour, run, write_model, write_solid, POSITIONS};
+use data::segmentation::mat::{write_gtsegs, Sample};
 use data::synthetic::{write_benchmark, SyntheticSpec};
 use data::{Benchmark, EvalDataset};
-use evaluate::mat::{write_gtsegs, Sample};
 
 /// Where each image goes on the circle: (dataset, first target of its class) → position of
 /// image k = 0 and k = 1. The expected accuracies below follow by counting circle distances

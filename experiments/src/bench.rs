@@ -135,12 +135,12 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
             let masks = Tensor::from_vec(masks, (BATCH, 1, 224, 224), &dev)?;
             let targets: Vec<u32> = (0..BATCH as u32).map(|i| i * 97 % 1000).collect();
             let lc = relevance::LossConfig::default();
-            let mut opt = relevance::AdamW::new(relevance::AdamWConfig {
+            let mut opt = train::optim::AdamW::new(train::optim::AdamWConfig {
                 lr: 1e-6,
                 ..Default::default()
             });
             time_runs(args.runs, &dev, || {
-                let out = relevance::train_step(&vit, &x, &masks, &targets, &lc)?;
+                let out = relevance::loss_and_grads(&vit, &x, &masks, &targets, &lc)?;
                 opt.step(vit.params(), &out.grads)?;
                 Ok(())
             })?

@@ -15,7 +15,7 @@ use evaluate::{EvalArgs, FolderSpec, ProtocolChoice, SegFolderSpec};
 use relevance::Explainer;
 use train::{Objective, Schedule, TrainArgs, Transform};
 
-use crate::synth::{self, SynthConfig};
+use crate::shortcut_data::{self, SynthConfig};
 
 /// The benchmark's settings, data in `experiments/settings/demo.json`.
 pub const DEMO_SETTINGS: &str = include_str!("../settings/demo.json");
@@ -258,7 +258,7 @@ pub fn eval_commands(
         ..EvalArgs::default()
     };
     let acc = EvalArgs {
-        folders: synth::TestSet::ALL
+        folders: shortcut_data::TestSet::ALL
             .iter()
             .map(|set| FolderSpec {
                 name: set.name().into(),
@@ -268,7 +268,7 @@ pub fn eval_commands(
         ..common.clone()
     };
     let seg = EvalArgs {
-        seg_folders: [synth::TestSet::Id, synth::TestSet::BgSwap]
+        seg_folders: [shortcut_data::TestSet::Id, shortcut_data::TestSet::BgSwap]
             .iter()
             .map(|set| SegFolderSpec {
                 name: set.name().into(),
@@ -315,7 +315,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let data = args.out.join("data").join(format!("seed-{seed}"));
         let t = Instant::now();
         if !args.dry_run {
-            synth::write_layout(&data, &sc)?;
+            shortcut_data::write_layout(&data, &sc)?;
         }
         println!(
             "seed {seed}: data in {} ({:.1} s)",

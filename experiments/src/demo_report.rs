@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::demo::MODELS;
-use crate::synth::TestSet;
+use crate::shortcut_data::TestSet;
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;

@@ -11,7 +11,7 @@ fuzz_target!(|bytes: &[u8]| {
     if std::fs::write(&p, bytes).is_err() {
         return;
     }
-    if let Ok(g) = evaluate::mat::GtSegs::open(&p) {
+    if let Ok(g) = data::segmentation::mat::GtSegs::open(&p) {
         for i in 0..g.len().min(64) {
             let _ = g.get(i);
         }

@@ -1,5 +1,5 @@
 //! GEMM throughput on the ViT-S and ViT-B linear shapes at batch 8 (`x · Wᵀ`, m = 1576 tokens):
-//! candle's matmul (the `gemm` crate with its own threading) against `kernels::linear`, which
+//! candle's matmul (the `gemm` crate with its own threading) against `kernels::linear_forward`, which
 //! splits products with a long inner dimension over output columns. Best of 5 after a warm-up.
 //!
 //!     cargo run --release -p model --example mm_speed
@@ -40,12 +40,12 @@ fn main() -> anyhow::Result<()> {
         let (av, wv): (Vec<f32>, Vec<f32>) =
             (a.flatten_all()?.to_vec1()?, w.flatten_all()?.to_vec1()?);
         let ours = best_of(|| {
-            model::kernels::linear(&av, &wv, None, None, m, k, n);
+            model::kernels::linear_forward(&av, &wv, None, None, m, k, n);
             Ok(())
         })?;
         let f = 2.0 * (m * n * k) as f64 / 1e9;
         println!(
-            "m{m} n{n} k{k}: candle matmul {:.0} GFLOP/s, kernels::linear {:.0} GFLOP/s",
+            "m{m} n{n} k{k}: candle matmul {:.0} GFLOP/s, kernels::linear_forward {:.0} GFLOP/s",
             f / candle,
             f / ours
         );

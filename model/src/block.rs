@@ -10,48 +10,18 @@
 //! are x, A and x1. The attention map stays a tensor of its own, so the relevance loss can
 //! still differentiate through it.
 //!
-//! The parameters are not inputs of these nodes: their gradients go to a [`ParamGrads`]
-//! collector, which [`crate::TrainForward::param_grad`] merges with candle's gradient store.
+//! The parameters are not inputs of these nodes: their gradients go to the training forward's
+//! [`GradSink`], which [`crate::Grads`] merges with candle's gradient store (the contract is
+//! written in [`crate::grads`]).
 //! The nodes keep what their weight gradients need (the layer norms' outputs, qkv, A v, fc1's
 //! output and its GELU): recomputing the layer norms and GELU instead saved ~170 MiB of a
 //! ViT-S step but cost ~3 % of its time, and the step's memory is half of PyTorch's either way.
 
+use crate::grads::{GradSink, GradSlot};
 use crate::kernels;
-use crate::ops::{
-    apply_backward, apply_forward, param_grads_wanted, probs_backward, probs_forward, GradSlot,
-    Heads,
-};
+use crate::ops::attention::{apply_backward, apply_forward, probs_backward, probs_forward, Heads};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
-
-/// Gradients of the parameters that the fused block ops used, by parameter name. A backward
-/// pass that computes parameter gradients replaces the values of every block it reaches; call
-/// [`ParamGrads::clear`] before a second such pass on the same forward if it may reach fewer
-/// blocks than the first.
-#[derive(Clone, Default)]
-pub struct ParamGrads(Arc<Mutex<BTreeMap<String, Tensor>>>);
-
-impl ParamGrads {
-    fn put(&self, name: &str, data: Vec<f32>, like: &Tensor) -> Result<()> {
-        let t = Tensor::from_vec(data, like.shape(), like.device())?;
-        self.0
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned parameter gradients".into()))?
-            .insert(name.to_string(), t);
-        Ok(())
-    }
-    /// The gradient of parameter `name`, if a backward pass produced one.
-    pub fn get(&self, name: &str) -> Option<Tensor> {
-        self.0.lock().ok()?.get(name).cloned()
-    }
-    /// Forgets every gradient.
-    pub fn clear(&self) {
-        if let Ok(mut m) = self.0.lock() {
-            m.clear();
-        }
-    }
-}
 
 /// A linear layer's weights and their parameter names.
 #[derive(Clone)]
@@ -121,7 +91,7 @@ struct AttnMap {
     heads: usize,
     scale: f32,
     shared: Arc<AttnShared>,
-    grads: ParamGrads,
+    grads: GradSink,
 }
 
 impl CustomOp1 for AttnMap {
@@ -134,10 +104,10 @@ impl CustomOp1 for AttnMap {
         let g = Heads::from_width(b, n, self.heads, d);
         let ln = data(&self.norm.w, |w| {
             data(&self.norm.b, |bias| {
-                kernels::layer_norm(x, w, bias, self.norm.eps)
+                kernels::layer_norm_forward(x, w, bias, self.norm.eps)
             })
         })??;
-        let qkv = linear(&ln, &self.qkv, None, b * n, d)?;
+        let qkv = self.qkv.apply(&ln, None, b * n, d)?;
         let a = probs_forward(&qkv, g, self.scale);
         let twice = |_| candle_core::Error::Msg("fused block: forward ran twice".into());
         self.shared.qkv.set(qkv).map_err(twice)?;
@@ -158,7 +128,7 @@ impl CustomOp1 for AttnMap {
                 probs_backward(qkv, a, da, g, self.scale, &mut dqkv)
             })
         })??;
-        let params = param_grads_wanted();
+        let params = self.grads.params_wanted();
         let dx = data(x, |x| -> Result<Vec<f32>> {
             data(&self.norm.w, |nw| -> Result<Vec<f32>> {
                 let ln = self.ln.get().expect("forward ran before backward");
@@ -179,7 +149,7 @@ impl CustomOp1 for AttnMap {
     }
 }
 
-fn put_linear(grads: &ParamGrads, l: &LinearRef, dw: Vec<f32>, db: Vec<f32>) -> Result<()> {
+fn put_linear(grads: &GradSink, l: &LinearRef, dw: Vec<f32>, db: Vec<f32>) -> Result<()> {
     grads.put(&l.w_name, dw, &l.w)?;
     if let Some(b) = &l.b {
         grads.put(&l.b_name, db, b)?;
@@ -187,24 +157,22 @@ fn put_linear(grads: &ParamGrads, l: &LinearRef, dw: Vec<f32>, db: Vec<f32>) -> 
     Ok(())
 }
 
-fn put_norm(grads: &ParamGrads, n: &NormRef, dw: Vec<f32>, db: Vec<f32>) -> Result<()> {
+fn put_norm(grads: &GradSink, n: &NormRef, dw: Vec<f32>, db: Vec<f32>) -> Result<()> {
     grads.put(&n.w_name, dw, &n.w)?;
     grads.put(&n.b_name, db, &n.b)
 }
 
-/// `x Wᵀ + b (+ residual)` for x (m, k) with the layer's weights.
-fn linear(
-    x: &[f32],
-    l: &LinearRef,
-    residual: Option<&[f32]>,
-    m: usize,
-    k: usize,
-) -> Result<Vec<f32>> {
-    let n = l.w.dim(0)?;
-    data(&l.w, |w| match &l.b {
-        Some(b) => data(b, |b| kernels::linear(x, w, Some(b), residual, m, k, n)),
-        None => Ok(kernels::linear(x, w, None, residual, m, k, n)),
-    })?
+impl LinearRef {
+    /// `x Wᵀ + b (+ residual)` for x (m, k) with the layer's weights.
+    fn apply(&self, x: &[f32], residual: Option<&[f32]>, m: usize, k: usize) -> Result<Vec<f32>> {
+        let n = self.w.dim(0)?;
+        data(&self.w, |w| match &self.b {
+            Some(b) => data(b, |b| {
+                kernels::linear_forward(x, w, Some(b), residual, m, k, n)
+            }),
+            None => Ok(kernels::linear_forward(x, w, None, residual, m, k, n)),
+        })?
+    }
 }
 
 struct AttnOut {
@@ -216,7 +184,7 @@ struct AttnOut {
     /// The heads' outputs A v, kept for the projection's weight gradient.
     o: OnceLock<Vec<f32>>,
     slot: Option<GradSlot>,
-    grads: ParamGrads,
+    grads: GradSink,
 }
 
 impl CustomOp2 for AttnOut {
@@ -241,14 +209,14 @@ impl CustomOp2 for AttnOut {
         let q = self.queries;
         let o = apply_forward(a, qkv, g, q);
         let x1 = if q == n {
-            linear(&o, &self.proj, Some(x), b * n, d)?
+            self.proj.apply(&o, Some(x), b * n, d)?
         } else {
             let rows: Vec<f32> = x
                 .chunks_exact(n * d)
                 .flat_map(|xi| &xi[..q * d])
                 .copied()
                 .collect();
-            linear(&o, &self.proj, Some(&rows), b * q, d)?
+            self.proj.apply(&o, Some(&rows), b * q, d)?
         };
         self.o
             .set(o)
@@ -266,7 +234,7 @@ impl CustomOp2 for AttnOut {
         let g = Heads::from_width(b, n, self.heads, d);
         let qkv = self.shared.qkv.get().expect("forward ran before backward");
         let o = self.o.get().expect("forward ran before backward");
-        let params = param_grads_wanted();
+        let params = self.grads.params_wanted();
         let q = self.queries;
         let dx1 = dx1.contiguous()?;
         let (da, dqkv) = data(&dx1, |gy| -> Result<(Vec<f32>, Vec<f32>)> {
@@ -309,7 +277,7 @@ struct Mlp {
     ln: OnceLock<Vec<f32>>,
     u: OnceLock<Vec<f32>>,
     h: OnceLock<Vec<f32>>,
-    grads: ParamGrads,
+    grads: GradSink,
 }
 
 impl CustomOp1 for Mlp {
@@ -322,12 +290,12 @@ impl CustomOp1 for Mlp {
         let hidden = self.fc1.w.dim(0)?;
         let ln = data(&self.norm.w, |w| {
             data(&self.norm.b, |bias| {
-                kernels::layer_norm(x, w, bias, self.norm.eps)
+                kernels::layer_norm_forward(x, w, bias, self.norm.eps)
             })
         })??;
-        let u = linear(&ln, &self.fc1, None, b * n, d)?;
+        let u = self.fc1.apply(&ln, None, b * n, d)?;
         let h = kernels::gelu(&u);
-        let y = linear(&h, &self.fc2, Some(x), b * n, hidden)?;
+        let y = self.fc2.apply(&h, Some(x), b * n, hidden)?;
         let twice = |_| candle_core::Error::Msg("fused block: forward ran twice".into());
         self.ln.set(ln).map_err(twice)?;
         self.u.set(u).map_err(twice)?;
@@ -339,7 +307,7 @@ impl CustomOp1 for Mlp {
         let m = b * n;
         let hidden = self.fc1.w.dim(0)?;
         let u = self.u.get().expect("forward ran before backward");
-        let params = param_grads_wanted();
+        let params = self.grads.params_wanted();
         let dx = data(x, |x| {
             data(dy, |gy| -> Result<Vec<f32>> {
                 let h = self.h.get().expect("forward ran before backward");
@@ -383,7 +351,7 @@ pub(crate) fn forward(
     x: &Tensor,
     queries: usize,
     slot: Option<&GradSlot>,
-    grads: &ParamGrads,
+    grads: &GradSink,
 ) -> Result<(Tensor, Tensor)> {
     let x = x.contiguous()?;
     let n = x.dim(1)?;

@@ -11,6 +11,7 @@
 
 pub mod block;
 pub mod config;
+pub mod grads;
 pub mod hub;
 pub mod kernels;
 pub mod ops;
@@ -19,9 +20,10 @@ pub mod vit;
 pub mod weights;
 
 pub use config::{PretrainedCfg, VitConfig};
+pub use grads::{Grads, TrainForward};
 pub use hub::{describe_source, load, HubOptions, LoadedModel, WeightsSource};
 pub use variants::{variant, Variant, VARIANTS};
-pub use vit::{expected_shapes, AttnProbe, Mode, Params, TrainForward, Vit};
+pub use vit::{expected_shapes, Mode, Params, Vit};
 pub use weights::{save_model, save_params, Naming};
 
 use std::path::PathBuf;

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::BTreeMap;
 
 use crate::config::VitConfig;
+use crate::grads::{AttnProbe, GradSink, GradSlot, TrainForward};
 use crate::{ModelError, Result};
 
 /// Which kernels a forward pass may use.
@@ -112,16 +113,20 @@ pub fn expected_shapes(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
     v
 }
 
+/// A linear layer's weights, for the per-layer path (inference, and training on devices
+/// without the fused block).
 #[derive(Clone)]
-struct Linear {
+struct LinearLayer {
     w: Tensor,
     b: Option<Tensor>,
 }
 
-impl Linear {
-    /// y = x W^T + b over the last dimension (one GEMM, whatever the rank of x).
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.forward_residual(x, None, mode)
+impl LinearLayer {
+    /// y = x W^T + b over the last dimension (one GEMM, whatever the rank of x). In training,
+    /// `sink` is the training forward's (it says whether a backward pass wants the weight
+    /// gradients).
+    fn forward(&self, x: &Tensor, mode: Mode, sink: Option<&GradSink>) -> Result<Tensor> {
+        self.forward_residual(x, None, mode, sink)
     }
 
     /// `residual + x W^T + b`: at inference the GEMM accumulates onto the residual directly.
@@ -130,12 +135,13 @@ impl Linear {
         x: &Tensor,
         residual: Option<&Tensor>,
         mode: Mode,
+        sink: Option<&GradSink>,
     ) -> Result<Tensor> {
         let y = match (mode, &self.b) {
             (Mode::Infer, b) => {
                 return Ok(crate::ops::linear_value(x, &self.w, b.as_ref(), residual)?)
             }
-            (Mode::Train, Some(b)) => crate::ops::linear(x, &self.w, b)?,
+            (Mode::Train, Some(b)) => crate::ops::layers::linear_in(x, &self.w, b, sink)?,
             (Mode::Train, None) => {
                 let k = x.dim(D::Minus1)?;
                 let mut out = x.dims().to_vec();
@@ -150,14 +156,15 @@ impl Linear {
     }
 }
 
+/// A LayerNorm's weights, for the per-layer path.
 #[derive(Clone)]
-struct LayerNorm {
+struct NormLayer {
     w: Tensor,
     b: Tensor,
     eps: f32,
 }
 
-impl LayerNorm {
+impl NormLayer {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         Ok(match mode {
             Mode::Train => crate::ops::layer_norm(x, &self.w, &self.b, self.eps)?,
@@ -168,12 +175,12 @@ impl LayerNorm {
 
 #[derive(Clone)]
 struct Block {
-    norm1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
-    norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    norm1: NormLayer,
+    qkv: LinearLayer,
+    proj: LinearLayer,
+    norm2: NormLayer,
+    fc1: LinearLayer,
+    fc2: LinearLayer,
     /// The same weights for the fused training block (CPU).
     fused: crate::block::BlockRef,
 }
@@ -192,54 +199,6 @@ fn split_heads(qkv: &Tensor, h: usize, scale: f64) -> Result<(Tensor, Tensor, Te
     ))
 }
 
-/// Output of a training forward pass.
-pub struct TrainForward {
-    pub logits: Tensor,
-    /// Post-softmax attention of every block, (B, heads, N, N), live in the graph.
-    pub attn: Vec<Tensor>,
-    /// Where dL/d`attn[l]` can be read after a backward pass (candle keeps no gradients of
-    /// intermediate tensors).
-    pub probes: Vec<AttnProbe>,
-    /// Parameter gradients written by the fused blocks' backward (their weights are not
-    /// nodes of candle's graph); read them through [`TrainForward::param_grad`].
-    pub fused_grads: crate::block::ParamGrads,
-}
-
-impl TrainForward {
-    /// The gradient of parameter `name` (variable `var`) after a backward pass whose gradient
-    /// store is `grads`: from the fused blocks if they produced it, else from the store. Meant
-    /// for one parameter backward per forward (see [`crate::block::ParamGrads`] for more).
-    pub fn param_grad(
-        &self,
-        name: &str,
-        var: &Var,
-        grads: &candle_core::backprop::GradStore,
-    ) -> Option<Tensor> {
-        self.fused_grads
-            .get(name)
-            .or_else(|| grads.get(var.as_tensor()).cloned())
-    }
-}
-
-/// How dL/dA of one attention map is obtained after `backward`.
-pub enum AttnProbe {
-    /// Recorded by the fused attention op in the first backward pass that reaches it (CPU).
-    Slot(crate::ops::GradSlot),
-    /// A zero-valued variable added to the map: its gradient is the map's (other devices).
-    Var(Var),
-}
-
-impl AttnProbe {
-    /// dL/dA from `grads` (the store of the backward pass that produced it). A slot hands its
-    /// gradient out once; a second call returns `None`.
-    pub fn grad(&self, grads: &candle_core::backprop::GradStore) -> Option<Tensor> {
-        match self {
-            AttnProbe::Slot(s) => s.take(),
-            AttnProbe::Var(v) => grads.get(v.as_tensor()).cloned(),
-        }
-    }
-}
-
 /// The model. Cloning is cheap and shares the parameters.
 #[derive(Clone)]
 pub struct Vit {
@@ -247,10 +206,10 @@ pub struct Vit {
     params: Params,
     cls_token: Tensor,
     pos_embed: Tensor,
-    patch: Linear,
+    patch: LinearLayer,
     blocks: Vec<Block>,
-    norm: LayerNorm,
-    head: Linear,
+    norm: NormLayer,
+    head: LinearLayer,
 }
 
 impl Vit {
@@ -326,11 +285,11 @@ impl Vit {
                     scale: ((d / cfg.num_heads) as f64).powf(-0.5) as f32,
                 };
                 // The per-layer path shares the fused block's tensors.
-                let lin = |r: &crate::block::LinearRef| Linear {
+                let lin = |r: &crate::block::LinearRef| LinearLayer {
                     w: r.w.clone(),
                     b: r.b.clone(),
                 };
-                let ln = |r: &crate::block::NormRef| LayerNorm {
+                let ln = |r: &crate::block::NormRef| NormLayer {
                     w: r.w.clone(),
                     b: r.b.clone(),
                     eps: r.eps,
@@ -349,17 +308,17 @@ impl Vit {
         Ok(Self {
             cls_token: t("cls_token"),
             pos_embed: t("pos_embed"),
-            patch: Linear {
+            patch: LinearLayer {
                 w: patch_w,
                 b: Some(t("patch_embed.proj.bias")),
             },
             blocks,
-            norm: LayerNorm {
+            norm: NormLayer {
                 w: t("norm.weight"),
                 b: t("norm.bias"),
                 eps,
             },
-            head: Linear {
+            head: LinearLayer {
                 w: t("head.weight"),
                 b: Some(t("head.bias")),
             },
@@ -468,7 +427,7 @@ impl Vit {
 
     /// Patch embedding as patchify + GEMM: the same maths as timm's stride-p convolution
     /// without computing a gradient for the image.
-    fn embed(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn embed(&self, x: &Tensor, mode: Mode, sink: Option<&GradSink>) -> Result<Tensor> {
         let (b, c) = self.check_input(x)?;
         let p = self.cfg.patch_size;
         let g = self.cfg.grid();
@@ -477,7 +436,7 @@ impl Vit {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b, g * g, c * p * p))?;
-        let tokens = self.patch.forward(&patches, mode)?;
+        let tokens = self.patch.forward(&patches, mode, sink)?;
         let (cls, pos) = match mode {
             Mode::Train => (self.cls_token.clone(), self.pos_embed.clone()),
             Mode::Infer => (self.cls_token.detach(), self.pos_embed.detach()),
@@ -493,6 +452,7 @@ impl Vit {
         blk: &Block,
         x: &Tensor,
         probe: bool,
+        sink: Option<&GradSink>,
     ) -> Result<(Tensor, Tensor, Option<AttnProbe>)> {
         let mode = Mode::Train;
         let (b, n, d) = x.dims3()?;
@@ -500,7 +460,7 @@ impl Vit {
         let hd = d / h;
         let scale = (hd as f64).powf(-0.5);
         let y = blk.norm1.forward(x, mode)?;
-        let qkv = blk.qkv.forward(&y, mode)?;
+        let qkv = blk.qkv.forward(&y, mode, sink)?;
         let fused = crate::ops::fused_attention_available(&qkv);
         let mut attn = if fused {
             crate::ops::attention_probs(&qkv, h, scale)?
@@ -511,7 +471,7 @@ impl Vit {
         let mut slot = None;
         let mut var = None;
         if probe && fused {
-            slot = Some(crate::ops::GradSlot::default());
+            slot = Some(GradSlot::default());
         } else if probe {
             let z = Var::zeros(attn.shape(), DType::F32, x.device())?;
             attn = attn.add(z.as_tensor())?;
@@ -526,11 +486,11 @@ impl Vit {
                 .contiguous()?
                 .reshape((b, n, d))?
         };
-        let x = blk.proj.forward_residual(&o, Some(x), mode)?;
+        let x = blk.proj.forward_residual(&o, Some(x), mode, sink)?;
         let y = blk.norm2.forward(&x, mode)?;
-        let y = blk.fc1.forward(&y, mode)?;
+        let y = blk.fc1.forward(&y, mode, sink)?;
         let y = crate::ops::gelu_erf(&y)?;
-        let x = blk.fc2.forward_residual(&y, Some(&x), mode)?;
+        let x = blk.fc2.forward_residual(&y, Some(&x), mode, sink)?;
         let probe = slot.map(AttnProbe::Slot).or(var.map(AttnProbe::Var));
         Ok((x, attn, probe))
     }
@@ -543,28 +503,28 @@ impl Vit {
         let h = self.cfg.num_heads;
         let scale = ((d / h) as f64).powf(-0.5);
         let y = blk.norm1.forward(x, Mode::Infer)?;
-        let qkv = blk.qkv.forward(&y, Mode::Infer)?;
+        let qkv = blk.qkv.forward(&y, Mode::Infer, None)?;
         let o = crate::ops::attention_value(&qkv, h, scale, queries)?;
         let x = if queries == n {
             x.clone()
         } else {
             x.narrow(1, 0, queries)?.contiguous()?
         };
-        let x = blk.proj.forward_residual(&o, Some(&x), Mode::Infer)?;
+        let x = blk.proj.forward_residual(&o, Some(&x), Mode::Infer, None)?;
         let y = blk.norm2.forward(&x, Mode::Infer)?;
-        let y = blk.fc1.forward(&y, Mode::Infer)?;
+        let y = blk.fc1.forward(&y, Mode::Infer, None)?;
         let y = crate::ops::gelu_erf_value(&y)?;
-        blk.fc2.forward_residual(&y, Some(&x), Mode::Infer)
+        blk.fc2.forward_residual(&y, Some(&x), Mode::Infer, None)
     }
 
     /// Token features after the final LayerNorm, (B, N, D) (timm's `forward_features`).
     pub fn forward_features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut h = self.embed(x, mode)?;
+        let mut h = self.embed(x, mode, None)?;
         let n = h.dim(1)?;
         for blk in &self.blocks {
             h = match mode {
                 Mode::Infer => self.block_infer(blk, &h, n)?,
-                Mode::Train => self.block(blk, &h, false)?.0,
+                Mode::Train => self.block(blk, &h, false, None)?.0,
             };
         }
         self.norm.forward(&h, mode)
@@ -572,8 +532,12 @@ impl Vit {
 
     /// Class logits from token features: the head on the class token (timm's `forward_head`).
     pub fn forward_head(&self, features: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.head_of(features, mode, None)
+    }
+
+    fn head_of(&self, features: &Tensor, mode: Mode, sink: Option<&GradSink>) -> Result<Tensor> {
         let cls = features.narrow(1, 0, 1)?.squeeze(1)?;
-        self.head.forward(&cls, mode)
+        self.head.forward(&cls, mode, sink)
     }
 
     /// Inference: logits only, fused kernels, no graph recorded.
@@ -583,7 +547,7 @@ impl Vit {
     /// about 1/12 fewer operations; tested in `model/tests/golden.rs`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(self.dtype())?;
-        let mut h = self.embed(&x, Mode::Infer)?;
+        let mut h = self.embed(&x, Mode::Infer, None)?;
         let n = h.dim(1)?;
         let last = self.blocks.len().saturating_sub(1);
         for (i, blk) in self.blocks.iter().enumerate() {
@@ -595,37 +559,37 @@ impl Vit {
 
     /// Training forward: logits and every block's attention map, differentiable end to end.
     pub fn forward_train(&self, x: &Tensor) -> Result<TrainForward> {
-        let mut h = self.embed(x, Mode::Train)?;
+        let sink = GradSink::default();
+        let mut h = self.embed(x, Mode::Train, Some(&sink))?;
         let mut attn = Vec::with_capacity(self.blocks.len());
         let mut probes = Vec::with_capacity(self.blocks.len());
-        let fused_grads = crate::block::ParamGrads::default();
         let last = self.blocks.len().saturating_sub(1);
         for (i, blk) in self.blocks.iter().enumerate() {
             if crate::block::available(&h, &blk.fused) {
-                let slot = crate::ops::GradSlot::default();
+                let slot = GradSlot::default();
                 // The head reads the class token alone: the last block's attention output and
                 // MLP run for that token only, forward and backward (its attention map is
                 // still computed in full). Same logits and gradients as all tokens.
                 let queries = if i == last { 1 } else { h.dim(1)? };
-                let (next, a) =
-                    crate::block::forward(&blk.fused, &h, queries, Some(&slot), &fused_grads)?;
+                let (next, a) = crate::block::forward(&blk.fused, &h, queries, Some(&slot), &sink)?;
                 h = next;
                 attn.push(a);
                 probes.push(AttnProbe::Slot(slot));
                 continue;
             }
-            let (next, a, probe) = self.block(blk, &h, true)?;
+            let (next, a, probe) = self.block(blk, &h, true, Some(&sink))?;
             h = next;
             attn.push(a);
             probes.push(probe.expect("a probe was asked for"));
         }
         let f = self.norm.forward(&h, Mode::Train)?;
-        let logits = self.forward_head(&f, Mode::Train)?;
+        let logits = self.head_of(&f, Mode::Train, Some(&sink))?;
         Ok(TrainForward {
             logits,
             attn,
             probes,
-            fused_grads,
+            sink,
+            params: self.params.clone(),
         })
     }
 }

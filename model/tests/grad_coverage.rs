@@ -16,11 +16,11 @@ fn every_parameter_receives_a_gradient() {
     let target = Tensor::new(&[1u32, 3, 0], &dev).unwrap();
     let logp = candle_nn::ops::log_softmax(&fwd.logits, D::Minus1).unwrap();
     let loss = candle_nn::loss::nll(&logp, &target).unwrap();
-    let grads = loss.backward().unwrap();
+    let grads = fwd.backward(&loss).unwrap();
     assert_eq!(vit.params().len(), model::expected_shapes(&cfg).len());
-    for (name, var) in vit.params().iter() {
-        let g = fwd
-            .param_grad(name, var, &grads)
+    for name in vit.params().names() {
+        let g = grads
+            .get(name)
             .unwrap_or_else(|| panic!("{name} got no gradient"));
         let norm = g
             .sqr()
@@ -35,9 +35,9 @@ fn every_parameter_receives_a_gradient() {
             "{name}: gradient norm {norm}"
         );
     }
-    // The probes give dL/dA for every block.
-    for (l, z) in fwd.probes.iter().enumerate() {
-        assert!(z.grad(&grads).is_some(), "probe {l} has no gradient");
+    // The first backward pass gives dL/dA for every block.
+    for (l, z) in fwd.attention_grads(&loss).unwrap().iter().enumerate() {
+        assert!(z.is_some(), "probe {l} has no gradient");
     }
 }
 
@@ -68,7 +68,7 @@ fn fused_block_and_composed_ops_give_the_same_gradients() {
         candle_nn::loss::nll(&logp, &target).unwrap()
     };
     let fused = vit.forward_train(&x).unwrap();
-    let gf = loss_of(&fused.logits).backward().unwrap();
+    let gf = fused.backward(&loss_of(&fused.logits)).unwrap();
     let f = vit.forward_features(&x, model::Mode::Train).unwrap();
     let composed = vit.forward_head(&f, model::Mode::Train).unwrap();
     let gc = loss_of(&composed).backward().unwrap();
@@ -81,7 +81,7 @@ fn fused_block_and_composed_ops_give_the_same_gradients() {
     )
     .unwrap();
     for (name, var) in vit.params().iter() {
-        let a = fused.param_grad(name, var, &gf).unwrap();
+        let a = gf.get(name).unwrap();
         let b = gc.get(var.as_tensor()).unwrap();
         model::check_close(&format!("grad {name}"), &a, b, 1e-6, 1e-4).unwrap();
     }

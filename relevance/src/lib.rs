@@ -3,9 +3,9 @@
 //!
 //! * [`relevance_map`] / [`relevance_parts`]: the class-specific relevance map of a batch
 //!   (gradient-weighted attention, rolled out through all blocks, upsampled, min-max normalised).
-//! * [`train_step`] / [`eval_loss`]: the background / foreground / classification loss with one
-//!   forward pass, and the gradient of every parameter.
-//! * [`AdamW`]: PyTorch's AdamW with a state that can be saved and resumed exactly.
+//! * [`loss_and_grads`] / [`eval_loss`]: the background / foreground / classification loss with
+//!   one forward pass, and the gradient of every parameter (the optimizer that applies it lives
+//!   with training, in the `train` crate).
 //! * [`explainers`]: baselines (raw attention, attention rollout, GradCAM) with the same output.
 //! * [`render`]: tensors to pixels (denormalised images, maps on the host) for `figures`.
 //!
@@ -19,26 +19,22 @@
 //! # Ok(()) }
 //! ```
 
-pub mod adamw;
 pub mod explainers;
 pub mod loss;
 pub mod map;
 pub mod render;
 pub mod upsample;
 
-pub use adamw::{step_decay_lr, AdamW, AdamWConfig};
 pub use explainers::{explain, Explainer};
 pub use loss::{
-    eval_loss, loss_given_grads, loss_terms, reverse_mask, train_step, EvalOutput, LossConfig,
-    LossTensors, Losses, MaskMode, StepOutput,
+    eval_loss, loss_and_grads, loss_given_grads, loss_terms, reverse_mask, EvalOutput,
+    LossAndGrads, LossConfig, LossTensors, Losses, MaskMode,
 };
 pub use map::{
     attention_grads, cam, min_max_normalise, min_max_normalise_at, relevance_map, relevance_parts,
     rollout_cls, rollout_full, Normalised, Relevance, RelevanceParts,
 };
 pub use upsample::{interpolation_matrix, Upsampler};
-
-use std::path::PathBuf;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +60,6 @@ pub enum RelevanceError {
     MissingGradient(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
-    #[error("optimizer state {path}: {msg}")]
-    OptimizerState { path: PathBuf, msg: String },
 }
 
 pub type Result<T, E = RelevanceError> = std::result::Result<T, E>;

@@ -9,7 +9,7 @@
 //! runs a second, identical forward pass for the latter; with zero dropout the values and
 //! gradients are the same).
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 use model::{TrainForward, Vit};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -124,9 +124,9 @@ impl LossTensors {
     }
 }
 
-/// Result of [`train_step`].
+/// Result of [`loss_and_grads`].
 #[derive(Debug, Clone)]
-pub struct StepOutput {
+pub struct LossAndGrads {
     pub losses: Losses,
     /// d(total loss)/d(parameter) for every parameter, by timm name.
     pub grads: BTreeMap<String, Tensor>,
@@ -225,7 +225,8 @@ pub fn loss_terms(
     })
 }
 
-struct Evaluated {
+/// A training forward with its relevance map and loss terms.
+struct MappedForward {
     forward: TrainForward,
     terms: LossTensors,
     relevance: Tensor,
@@ -233,16 +234,17 @@ struct Evaluated {
     degenerate_count: usize,
 }
 
-/// Forward pass, gradient weights, relevance map and loss terms. `live` keeps the map in the
-/// graph (training); otherwise it is computed from detached attention (validation).
-fn evaluate(
+/// Forward pass, gradient weights (the forward's first backward pass), relevance map and loss
+/// terms. `live` keeps the map in the graph (training); otherwise it is computed from detached
+/// attention (validation).
+fn forward_with_map(
     vit: &Vit,
     x: &Tensor,
     masks: &Tensor,
     targets: &[u32],
     cfg: &LossConfig,
     live: bool,
-) -> Result<Evaluated> {
+) -> Result<MappedForward> {
     cfg.validate()?;
     check_masks(x, masks)?;
     let vc = vit.config();
@@ -263,7 +265,7 @@ fn evaluate(
         )
     };
     let terms = loss_terms(&m.norm.map, masks, &logits, &predictions, cfg)?;
-    Ok(Evaluated {
+    Ok(MappedForward {
         relevance: m.norm.map.detach(),
         degenerate_count: m.norm.degenerate.iter().filter(|d| **d).count(),
         forward,
@@ -272,23 +274,23 @@ fn evaluate(
     })
 }
 
-/// One training step's forward and backward: the losses of the batch and the gradient of the
-/// total loss for every parameter. `targets` are the classes whose relevance is optimised (the
+/// The losses of a batch and the gradient of the total loss for every parameter: a training
+/// step's forward and both backward passes, without the optimizer's update. `targets` are the classes whose relevance is optimised (the
 /// ground truth in the reference); `masks` are (B, 1, H, W) foreground masks in [0, 1].
 ///
 /// Parameters only reached through the gradient weights (final norm, head, the last block's
 /// value path and MLP) get gradient from the classification term only, as in the reference.
-pub fn train_step(
+pub fn loss_and_grads(
     vit: &Vit,
     x: &Tensor,
     masks: &Tensor,
     targets: &[u32],
     cfg: &LossConfig,
-) -> Result<StepOutput> {
-    let e = evaluate(vit, x, masks, targets, cfg, true)?;
+) -> Result<LossAndGrads> {
+    let e = forward_with_map(vit, x, masks, targets, cfg, true)?;
     let losses = e.terms.values()?;
     let grads = param_grads(vit, &e.forward, &e.terms.total, cfg)?;
-    Ok(StepOutput {
+    Ok(LossAndGrads {
         losses,
         grads,
         logits: e.forward.logits.detach(),
@@ -307,7 +309,7 @@ pub fn eval_loss(
     targets: &[u32],
     cfg: &LossConfig,
 ) -> Result<EvalOutput> {
-    let e = evaluate(vit, x, masks, targets, cfg, false)?;
+    let e = forward_with_map(vit, x, masks, targets, cfg, false)?;
     Ok(EvalOutput {
         losses: e.terms.values()?,
         logits: e.forward.logits.detach(),
@@ -318,7 +320,7 @@ pub fn eval_loss(
 }
 
 /// The loss with the gradient weights `G_l` and the classification targets supplied from
-/// outside and held fixed: the function whose gradient [`train_step`] returns. Used to check
+/// outside and held fixed: the function whose gradient [`loss_and_grads`] returns. Used to check
 /// that gradient by finite differences.
 pub fn loss_given_grads(
     vit: &Vit,
@@ -334,7 +336,8 @@ pub fn loss_given_grads(
     loss_terms(&m.norm.map, masks, &f.logits, cls_targets, cfg)
 }
 
-/// Back-propagates `loss` and collects the gradient of every parameter by name.
+/// Back-propagates `loss` (the forward's second backward pass) and collects the gradient of
+/// every parameter by name.
 ///
 /// candle prunes the branch behind a zero weight (`affine(0, _)`), so with a zero loss weight
 /// some parameters get no gradient at all: theirs is zero. With all weights non-zero every
@@ -345,12 +348,12 @@ fn param_grads(
     loss: &Tensor,
     cfg: &LossConfig,
 ) -> Result<BTreeMap<String, Tensor>> {
-    let store = loss.backward()?;
+    let grads = forward.backward(loss)?;
     let pruned = [cfg.lambda_seg, cfg.lambda_cls, cfg.lambda_bg, cfg.lambda_fg].contains(&0.0);
     vit.params()
         .iter()
-        .map(|(name, var): (&String, &Var)| {
-            let g = match forward.param_grad(name, var, &store) {
+        .map(|(name, var)| {
+            let g = match grads.get(name) {
                 Some(g) => g,
                 None if pruned => var.as_tensor().zeros_like()?,
                 None => return Err(RelevanceError::MissingGradient(name.clone())),

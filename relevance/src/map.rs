@@ -166,15 +166,12 @@ pub fn attention_grads(f: &TrainForward, targets: &[u32]) -> Result<Vec<Tensor>>
     }
     let idx = Tensor::from_slice(targets, (b, 1), f.logits.device())?;
     let score = f.logits.gather(&idx, 1)?.sum_all()?;
-    // Only dL/dA is wanted here: skip the weight gradients of the linear layers.
-    let grads = model::ops::input_grads_only(|| score.backward())?;
-    f.probes
-        .iter()
+    // The training forward's first backward pass: dL/dA only, no weight gradients.
+    f.attention_grads(&score)?
+        .into_iter()
         .enumerate()
-        .map(|(l, p)| {
-            p.grad(&grads)
-                .map(|g| g.detach())
-                .ok_or_else(|| RelevanceError::MissingGradient(format!("attention map {l}")))
+        .map(|(l, g)| {
+            g.ok_or_else(|| RelevanceError::MissingGradient(format!("attention map {l}")))
         })
         .collect()
 }
@@ -322,7 +319,7 @@ pub struct MapGraph {
 
 /// From attention maps and their gradient weights to the normalised map. `attn` may be live
 /// (training) or detached (evaluation). `full` keeps every intermediate rollout matrix. Public
-/// for custom objectives and for timing the parts of a step (`examples/step_phases.rs`).
+/// for custom objectives and for timing the parts of a step (`train/examples/step_phases.rs`).
 pub fn map_from_attention(
     cfg: &VitConfig,
     attn: &[Tensor],

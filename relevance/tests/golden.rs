@@ -1,143 +1,23 @@
-//! The relevance map, the loss, every parameter gradient and one AdamW step against the
-//! PyTorch reference fixtures (`$ROBUSTVIT_FIXTURES`, else `tests/fixtures/public`).
+//! The relevance map, the loss and every parameter gradient against the PyTorch reference
+//! fixtures (`$ROBUSTVIT_FIXTURES`, else `tests/fixtures/public`); the AdamW step that follows
+//! is checked with the optimizer, in `train/tests/golden_optim.rs`.
 //!
 //! Nothing about the set is assumed: the model comes from its `config.json`, the batch size,
-//! depth and sizes from the tensors, the loss weights and optimizer settings from `meta.json`.
+//! depth and sizes from the tensors, the loss weights from `meta.json`.
 //!
 //! Tolerances (per tensor, `|a − b| ≤ atol + rtol · max|ref|`), from the fixture README:
-//! forward quantities atol 1e-5, rtol 1e-4; gradients atol 1e-6, rtol 1e-3; parameters after
-//! AdamW atol 2e-6 where the reference gradient exceeds 1e-5, elsewhere only the size of the
-//! step (≤ lr) is checked since the first step amplifies rounding noise there. The key-bias
+//! forward quantities atol 1e-5, rtol 1e-4; gradients atol 1e-6, rtol 1e-3. The key-bias
 //! slice `qkv.bias[D:2D]` has a mathematically zero gradient and is compared absolutely.
 
-use candle_core::{Device, Tensor, Var};
-use relevance::{LossConfig, MaskMode};
-use std::collections::HashMap;
-use std::path::Path;
+#[path = "../../tests/support/golden.rs"]
+mod golden_support;
 
-const FWD: (f64, f64) = (1e-5, 1e-4);
-const GRAD: (f64, f64) = (1e-6, 1e-3);
-
-fn load(dir: &Path, file: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir.join(file), &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
-}
-
-fn vec(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(candle_core::DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn ints(t: &Tensor) -> Vec<u32> {
-    t.to_dtype(candle_core::DType::I64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|v| u32::try_from(v).unwrap())
-        .collect()
-}
-
-/// Collects the measured deviations; fails at the end with every offender listed.
-#[derive(Default)]
-struct Report {
-    lines: Vec<String>,
-    failures: Vec<String>,
-}
-
-impl Report {
-    /// Shapes must agree (the fixture stores some tensors with a different but equal-sized
-    /// layout, so only the element count is required); NaN/Inf fail through `model::compare`.
-    fn check(&mut self, name: &str, got: &Tensor, want: &Tensor, tol: (f64, f64)) {
-        if got.elem_count() != want.elem_count() {
-            self.failures.push(format!(
-                "{name}: shape {:?} vs reference {:?}",
-                got.dims(),
-                want.dims()
-            ));
-            return;
-        }
-        self.check_values(name, &vec(got), &vec(want), tol);
-    }
-
-    fn check_values(&mut self, name: &str, got: &[f32], want: &[f32], (atol, rtol): (f64, f64)) {
-        match model::compare(name, got, want) {
-            Ok(d) => self.record(name, d.max_abs_diff, d.max_abs_ref, d.within(atol, rtol)),
-            Err(e) => self.failures.push(e),
-        }
-    }
-
-    fn record(&mut self, name: &str, diff: f64, scale: f64, ok: bool) {
-        let rel = if scale > 0.0 { diff / scale } else { 0.0 };
-        let line =
-            format!("{name:<48} max abs diff {diff:.3e}  rel {rel:.3e}  (max|ref| {scale:.3e})");
-        if !ok {
-            self.failures.push(line.clone());
-        }
-        self.lines.push(line);
-    }
-
-    fn finish(self) {
-        for l in &self.lines {
-            println!("{l}");
-        }
-        assert!(
-            self.failures.is_empty(),
-            "outside tolerance:\n{}",
-            self.failures.join("\n")
-        );
-    }
-}
-
-struct Hyper {
-    loss: LossConfig,
-    adamw: relevance::AdamWConfig,
-}
-
-fn hyper(dir: &Path) -> Hyper {
-    let text = std::fs::read_to_string(dir.join("meta.json")).unwrap();
-    let meta: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let h = &meta["hyper"];
-    let num = |v: &serde_json::Value, k: &str, default: Option<f64>| -> f64 {
-        v.get(k)
-            .and_then(|x| x.as_f64())
-            .or(default)
-            .unwrap_or_else(|| panic!("meta.json hyper lacks `{k}`"))
-    };
-    let a = &h["adamw"];
-    let betas = a["betas"].as_array().expect("adamw.betas");
-    Hyper {
-        loss: LossConfig {
-            lambda_seg: num(h, "lambda_seg", None),
-            lambda_cls: num(h, "lambda_acc", None),
-            lambda_bg: num(h, "lambda_background", None),
-            lambda_fg: num(h, "lambda_foreground", None),
-            // Only DeiT runs scale the logits; sets without the key use none.
-            temperature: h
-                .get("temperature")
-                .or_else(|| meta["config"].get("temperature"))
-                .and_then(|x| x.as_f64())
-                .unwrap_or(1.0),
-            mask_mode: MaskMode::Paper,
-        },
-        adamw: relevance::AdamWConfig {
-            lr: num(a, "lr", None),
-            beta1: betas[0].as_f64().unwrap(),
-            beta2: betas[1].as_f64().unwrap(),
-            eps: num(a, "eps", None),
-            weight_decay: num(a, "weight_decay", None),
-        },
-    }
-}
+use candle_core::{Tensor, Var};
+use golden_support::{ints, load, loss_config, vec, Report, FWD, GRAD};
+use relevance::LossConfig;
 
 #[test]
-fn relevance_loss_gradients_and_adamw_match_reference() {
+fn relevance_loss_and_gradients_match_reference() {
     let dir = model::fixture_dir();
     let dev = model::test_device();
     let m = model::load_fixture_model(&dir, &dev).unwrap();
@@ -149,8 +29,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
         .collect();
     let out = load(&dir, "outputs.safetensors");
     let grads_ref = load(&dir, "grads.safetensors");
-    let adamw_ref = load(&dir, "adamw.safetensors");
-    let hy = hyper(&dir);
+    let loss_cfg = loss_config(&dir);
     let x = &inputs["images"];
     let masks = &inputs["masks"];
     let targets = ints(&inputs["target"]);
@@ -166,7 +45,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
         cfg.num_heads,
         cfg.embed_dim,
         cfg.num_classes,
-        hy.loss
+        loss_cfg
     );
     let mut r = Report::default();
 
@@ -280,7 +159,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
 
     // Losses from the map.
     let t =
-        relevance::loss_terms(parts.relevance(), masks, &parts.logits, &pred, &hy.loss).unwrap();
+        relevance::loss_terms(parts.relevance(), masks, &parts.logits, &pred, &loss_cfg).unwrap();
     let named = [
         ("loss.total", &t.total),
         ("loss.segmentation", &t.segmentation),
@@ -294,7 +173,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
     // d loss.classification / d logits.
     let z = Var::from_tensor(&parts.logits.detach()).unwrap();
     let rel0 = parts.relevance().detach();
-    let cls = relevance::loss_terms(&rel0, masks, z.as_tensor(), &pred, &hy.loss).unwrap();
+    let cls = relevance::loss_terms(&rel0, masks, z.as_tensor(), &pred, &loss_cfg).unwrap();
     let g = cls.classification.backward().unwrap();
     r.check(
         "cls_grad.logits",
@@ -306,7 +185,8 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
     // Segmentation gradients down the chain, each stage fed by a fresh leaf: relevance,
     // upsampled map (min/max ties), grid (upsampling), cams (rollout).
     let seg_grad = |leaf: &Var, rel: &Tensor| -> Tensor {
-        let t = relevance::loss_terms(rel, masks, &parts.logits.detach(), &pred, &hy.loss).unwrap();
+        let t =
+            relevance::loss_terms(rel, masks, &parts.logits.detach(), &pred, &loss_cfg).unwrap();
         t.segmentation
             .backward()
             .unwrap()
@@ -368,7 +248,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
         .unwrap();
     let grid = tokens.reshape((b, 1, cfg.grid(), cfg.grid())).unwrap();
     let n = relevance::min_max_normalise(&up.forward(&grid).unwrap()).unwrap();
-    let t = relevance::loss_terms(&n.map, masks, &parts.logits.detach(), &pred, &hy.loss).unwrap();
+    let t = relevance::loss_terms(&n.map, masks, &parts.logits.detach(), &pred, &loss_cfg).unwrap();
     let gs = t.segmentation.backward().unwrap();
     for (l, c) in cams.iter().enumerate() {
         r.check(
@@ -381,8 +261,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
     drop(parts);
 
     // One training step: losses and the gradient of every parameter.
-    let before = vit.params().snapshot().unwrap();
-    let step = relevance::train_step(vit, x, masks, &targets, &hy.loss).unwrap();
+    let step = relevance::loss_and_grads(vit, x, masks, &targets, &loss_cfg).unwrap();
     assert_eq!(step.degenerate_count, 0);
     assert_eq!(step.predictions, pred);
     let l = step.losses;
@@ -423,7 +302,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
             LossConfig {
                 lambda_seg: 1.0,
                 lambda_cls: 0.0,
-                ..hy.loss.clone()
+                ..loss_cfg.clone()
             },
         ),
         (
@@ -431,7 +310,7 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
             LossConfig {
                 lambda_seg: 0.0,
                 lambda_cls: 1.0,
-                ..hy.loss.clone()
+                ..loss_cfg.clone()
             },
         ),
     ] {
@@ -439,38 +318,13 @@ fn relevance_loss_gradients_and_adamw_match_reference() {
         if keys.is_empty() {
             continue;
         }
-        let s = relevance::train_step(vit, x, masks, &targets, &lc).unwrap();
+        let s = relevance::loss_and_grads(vit, x, masks, &targets, &lc).unwrap();
         for k in keys {
             let name = &k[prefix.len()..];
             r.check(k, &s.grads[name], &grads_ref[k], GRAD);
         }
     }
 
-    // One AdamW step from the gradients above.
-    let hyp = hy.adamw;
-    let mut opt = relevance::AdamW::new(hyp);
-    opt.step(vit.params(), &step.grads).unwrap();
-    let after = vit.params().snapshot().unwrap();
-    for name in &names {
-        check_param_after(
-            &mut r,
-            name,
-            &before[*name],
-            &after[*name],
-            &adamw_ref[&format!("param_after.{name}")],
-            &grads_ref[&format!("grad.{name}")],
-            &hyp,
-        );
-    }
-    let state = opt.state_tensors().unwrap();
-    for (k, want) in adamw_ref.iter().filter(|(k, _)| k.starts_with("exp_avg")) {
-        let tol = if k.starts_with("exp_avg_sq.") {
-            (1e-12, 2e-3)
-        } else {
-            GRAD
-        };
-        r.check(k, &state[k], want, tol);
-    }
     r.finish();
 }
 
@@ -508,54 +362,6 @@ fn check_qkv_bias(r: &mut Report, name: &str, got: &Tensor, want: &Tensor, d: us
             scale,
             k.max_abs_diff <= 1e-6,
         ),
-        Err(e) => r.failures.push(e),
-    }
-}
-
-/// Tight where the reference gradient is clearly non-zero; elsewhere the first AdamW step is
-/// `≈ lr · g / (|g| + eps)` of rounding noise, so only its size is bounded.
-fn check_param_after(
-    r: &mut Report,
-    name: &str,
-    before: &Tensor,
-    got: &Tensor,
-    want: &Tensor,
-    grad_ref: &Tensor,
-    h: &relevance::AdamWConfig,
-) {
-    let (p, g, w, gr) = (vec(before), vec(got), vec(want), vec(grad_ref));
-    let label = format!("param_after.{name}");
-    let scale = match model::compare(&label, &g, &w) {
-        Ok(all) => all.max_abs_ref,
-        Err(e) => return r.failures.push(e),
-    };
-    // (The reference gradient itself is checked, NaN included, as `grad.{name}`.)
-    if p.len() != g.len() || gr.len() != g.len() {
-        return r.failures.push(format!(
-            "{label}: {} parameters before, {} after, {} reference gradients",
-            p.len(),
-            g.len(),
-            gr.len()
-        ));
-    }
-    let decay = (1.0 - h.lr * h.weight_decay) as f32;
-    let (mut tg, mut tw, mut lg, mut lw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..p.len() {
-        if gr[i].abs() > 1e-5 {
-            tg.push(g[i]);
-            tw.push(w[i]);
-        } else {
-            lg.push(g[i]);
-            lw.push(p[i] * decay);
-        }
-    }
-    match model::compare(&label, &tg, &tw) {
-        Ok(t) => r.record(&label, t.max_abs_diff, scale, t.max_abs_diff <= 2e-6),
-        Err(e) => r.failures.push(e),
-    }
-    let loose = format!("param_after.{name} (|g|<=1e-5: step size)");
-    match model::compare(&loose, &lg, &lw) {
-        Ok(l) => r.record(&loose, l.max_abs_diff, h.lr, l.max_abs_diff <= h.lr + 2e-6),
         Err(e) => r.failures.push(e),
     }
 }

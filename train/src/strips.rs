@@ -6,9 +6,11 @@ use anyhow::Result;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use data::TrainExample;
+
+use crate::batches::load_all;
 use crate::config::TrainConfig;
 use crate::run_dir::RunDir;
-use crate::trainer::{load_batch, Example};
 
 /// Relevance maps (per image, H*W in [0, 1]) for the ground-truth classes, and the model's
 /// top prediction (class, probability) of each image.
@@ -29,12 +31,11 @@ enum SavedMaps {
 /// Relevance maps for the ground-truth classes and the top predictions.
 pub fn relevance_maps(
     vit: &model::Vit,
-    vis: &[Example],
+    vis: &[TrainExample],
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<StripMaps> {
-    let indexed: Vec<(usize, &Example)> = vis.iter().enumerate().collect();
-    let batch = load_batch(&indexed, cfg, false, 0, vit.config().img_size, device)?;
+    let batch = load_all(cfg, vis, vit.config().img_size, device)?;
     let rel = relevance::relevance_map(vit, &batch.images, Some(&batch.labels))?;
     let probs = candle_nn::ops::softmax_last_dim(&rel.logits)?.to_vec2::<f32>()?;
     let predictions = probs
@@ -92,15 +93,14 @@ fn prediction_title(p: Option<&(u32, f32)>) -> Option<String> {
 
 pub fn save_strips(
     run: &RunDir,
-    vis: &[Example],
+    vis: &[TrainExample],
     after: &StripMaps,
     epoch: usize,
     cfg: &TrainConfig,
     img_size: usize,
 ) -> Result<()> {
     let before = load_before(run)?;
-    let indexed: Vec<(usize, &Example)> = vis.iter().enumerate().collect();
-    let batch = load_batch(&indexed, cfg, false, 0, img_size, &Device::Cpu)?;
+    let batch = load_all(cfg, vis, img_size, &Device::Cpu)?;
     let side = batch.images.dim(3)?;
     let masks = batch
         .masks

@@ -2,109 +2,24 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use data::imagenet_s::{ImageNetS, ImageNetSSplit, SegSample, SplitOptions};
-use data::preprocess::{to_chw, Normalization, Plane};
+use crate::optim::{step_decay_lr, AdamW, AdamWConfig};
+use data::imagenet_s::{ImageNetS, ImageNetSSplit, SplitOptions};
+use data::train_source::{folder_examples, seg_examples};
+use data::{Batch, TrainExample};
 use model::Vit;
-use relevance::{AdamW, AdamWConfig, LossConfig, MaskMode};
+use relevance::{LossConfig, MaskMode};
 
-use crate::config::{Objective, Schedule, TrainConfig, Transform};
+use crate::batches;
+use crate::config::{Objective, Schedule, TrainConfig};
 use crate::run_dir::{Metrics, MetricsRow, RunDir, RunState, ValFigures};
-
-/// One training or validation example with its absolute paths.
-#[derive(Debug, Clone)]
-pub struct Example {
-    pub image: PathBuf,
-    pub mask: Option<PathBuf>,
-    pub label: u32,
-}
-
-/// A decoded, transformed batch.
-pub struct Batch {
-    pub images: Tensor,
-    pub masks: Option<Tensor>,
-    pub labels: Vec<u32>,
-}
-
-impl Batch {
-    /// The same batch with its tensors on `device`.
-    pub fn to_device(self, device: &Device) -> Result<Self> {
-        Ok(Self {
-            images: self.images.to_device(device)?,
-            masks: self.masks.map(|m| m.to_device(device)).transpose()?,
-            labels: self.labels,
-        })
-    }
-}
-
-fn seg_examples(root: &ImageNetS, samples: &[SegSample]) -> Vec<Example> {
-    samples
-        .iter()
-        .map(|s| Example {
-            image: root.images.join(&s.image),
-            mask: Some(root.masks.join(&s.mask)),
-            label: s.label,
-        })
-        .collect()
-}
-
-/// Every image of an ImageNet-style class folder (`<wnid>/<file>`), labelled by its wnid.
-pub fn folder_examples(root: &Path, limit_classes: Option<usize>) -> Result<Vec<Example>> {
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
-        .with_context(|| {
-            format!(
-                "image folder {} cannot be read (expected <wnid>/<image> class folders)",
-                root.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
-    if let Some(k) = limit_classes {
-        classes.truncate(k);
-    }
-    let mut out = Vec::new();
-    for dir in classes {
-        let wnid = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Some(label) = data::labels::wnid_to_index(&wnid) else {
-            bail!(
-                "{} is not an ImageNet class folder (unknown wnid {wnid})",
-                dir.display()
-            );
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| data::check::has_image_extension(p))
-            .collect();
-        files.sort();
-        out.extend(files.into_iter().map(|image| Example {
-            image,
-            mask: None,
-            label: label as u32,
-        }));
-    }
-    if out.is_empty() {
-        bail!(
-            "image folder {} holds no images in <wnid>/ class folders",
-            root.display()
-        );
-    }
-    Ok(out)
-}
 
 /// The training and validation examples of a run, and the split file that fixes them.
 pub struct RunData {
-    pub train: Vec<Example>,
-    pub val: Vec<Example>,
+    pub train: Vec<TrainExample>,
+    pub val: Vec<TrainExample>,
 }
 
 fn split_options(cfg: &TrainConfig, train_classes: usize) -> SplitOptions {
@@ -281,126 +196,6 @@ fn resolve_data(
     Ok((data, Some(s)))
 }
 
-/// One decoded example: CHW pixels, the mask plane if any, the label.
-type Prepared = (Vec<f32>, Option<Vec<f32>>, u32);
-
-/// Decodes and transforms a batch in parallel; the random crop and flip of example `i` in
-/// `epoch` depend only on (seed, epoch, i), so a resumed run sees the same pixels.
-pub fn load_batch(
-    examples: &[(usize, &Example)],
-    cfg: &TrainConfig,
-    train: bool,
-    epoch: usize,
-    img_size: usize,
-    device: &Device,
-) -> Result<Batch> {
-    let crop = img_size as u32;
-    let norm = Normalization {
-        mean: cfg.mean,
-        std: cfg.std,
-    };
-    let items: Vec<Prepared> = examples
-        .par_iter()
-        .map(|(idx, ex)| -> Result<_> {
-            let img = data::preprocess::decode_rgb(&ex.image)?;
-            let mask = match &ex.mask {
-                Some(m) => Some(data::imagenet_s::decode_mask(m)?.binary),
-                None => None,
-            };
-            let (x, m): (Vec<f32>, Option<Plane>) = match (cfg.transform, mask) {
-                (Transform::None, m) => (to_chw(&img, &norm), m),
-                (Transform::Paper, Some(m)) if train => {
-                    let mut rng = data::imagenet_s::sample_rng(cfg.seed, epoch as u64, *idx as u64);
-                    let (x, m) =
-                        data::imagenet_s::train_transform_sized(&img, &m, &mut rng, &norm, crop);
-                    (x, Some(m))
-                }
-                (Transform::Paper, Some(m)) => {
-                    let (x, m) = data::imagenet_s::val_transform_sized(&img, &m, &norm, crop);
-                    (x, Some(m))
-                }
-                (Transform::Paper, None) => {
-                    let t = data::preprocess::EvalTransform {
-                        norm,
-                        resize: data::imagenet_s::resize_for_crop(crop),
-                        crop,
-                        ..data::preprocess::EvalTransform::PAPER
-                    };
-                    (t.apply(&img), None)
-                }
-            };
-            Ok((x, m.map(|p| p.data), ex.label))
-        })
-        .collect::<Result<_>>()?;
-    let b = items.len();
-    let s = ((items[0].0.len() / 3) as f64).sqrt() as usize;
-    let mut xs = Vec::with_capacity(b * 3 * s * s);
-    let mut ms = Vec::with_capacity(b * s * s);
-    let mut labels = Vec::with_capacity(b);
-    let has_masks = items.iter().all(|i| i.1.is_some());
-    for (x, m, l) in items {
-        xs.extend(x);
-        if let Some(m) = m {
-            ms.extend(m);
-        }
-        labels.push(l);
-    }
-    let images = Tensor::from_vec(xs, (b, 3, s, s), device)?;
-    let masks = if has_masks {
-        Some(Tensor::from_vec(ms, (b, 1, s, s), device)?)
-    } else {
-        None
-    };
-    Ok(Batch {
-        images,
-        masks,
-        labels,
-    })
-}
-
-/// Runs `step` on the batches of `chunks` in order while the next one is decoded on a second
-/// thread (one batch ahead), so that a GPU does not wait for JPEG and mask decoding. `load`
-/// builds each batch on the CPU; `step` gets it with its tensors on `device`. The first error,
-/// from either side, stops both and is returned.
-fn prefetched<'a>(
-    chunks: &[&[(usize, &'a Example)]],
-    load: impl Fn(&[(usize, &'a Example)]) -> Result<Batch> + Send,
-    device: &Device,
-    mut step: impl FnMut(Batch) -> Result<()>,
-) -> Result<()> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(1);
-    std::thread::scope(|scope| {
-        let producer = std::thread::Builder::new()
-            .name("batch-prefetch".into())
-            .spawn_scoped(scope, move || {
-                for chunk in chunks {
-                    let batch = load(chunk);
-                    let failed = batch.is_err();
-                    // A closed channel means the consumer stopped early.
-                    if tx.send(batch).is_err() || failed {
-                        return;
-                    }
-                }
-            })
-            .context("cannot start the batch prefetch thread")?;
-        let result = (|| -> Result<()> {
-            for _ in chunks {
-                let batch = rx
-                    .recv()
-                    .context("the batch prefetch thread stopped unexpectedly")??;
-                step(batch.to_device(device)?)?;
-            }
-            Ok(())
-        })();
-        // Unblocks the producer if the loop stopped early, then waits for it.
-        drop(rx);
-        if producer.join().is_err() {
-            bail!("the batch prefetch thread panicked");
-        }
-        result
-    })
-}
-
 /// PyTorch's `OneCycleLR` defaults as the embedded benchmark's design uses them: 10 % warm-up,
 /// cosine annealing in both phases, and Adam's β₁ cycled against the learning rate
 /// (`cycle_momentum=True`): high momentum while the rate is low and the reverse.
@@ -438,12 +233,7 @@ pub fn one_cycle(max_lr: f64, step: usize, total_steps: usize) -> (f64, f64) {
 pub fn learning_rate(cfg: &TrainConfig, epoch: usize, step: usize, total_steps: usize) -> f64 {
     match cfg.schedule {
         Schedule::Constant => cfg.lr,
-        Schedule::Step => {
-            cfg.lr
-                * cfg
-                    .lr_decay
-                    .powi((epoch / cfg.lr_decay_every.max(1)) as i32)
-        }
+        Schedule::Step => step_decay_lr(cfg.lr, cfg.lr_decay, cfg.lr_decay_every, epoch),
         Schedule::Onecycle => one_cycle(cfg.lr, step, total_steps).0,
     }
 }
@@ -508,7 +298,7 @@ pub fn train_step(
                 .masks
                 .as_ref()
                 .context("the relevance objective needs masks (ImageNet-S data)")?;
-            let out = relevance::train_step(vit, &batch.images, masks, &batch.labels, lc)?;
+            let out = relevance::loss_and_grads(vit, &batch.images, masks, &batch.labels, lc)?;
             opt.step(vit.params(), &out.grads)?;
             Ok(StepLosses {
                 total: out.losses.total as f64,
@@ -521,11 +311,11 @@ pub fn train_step(
         Objective::Ce => {
             let f = vit.forward_train(&batch.images)?;
             let loss = cross_entropy(&f.logits, &batch.labels, cfg.temperature)?;
-            let store = loss.backward()?;
+            let computed = f.backward(&loss)?;
             let mut grads = std::collections::BTreeMap::new();
-            for (name, var) in vit.params().iter() {
-                let g = f
-                    .param_grad(name, var, &store)
+            for name in vit.params().names() {
+                let g = computed
+                    .get(name)
                     .with_context(|| format!("no gradient reached {name}"))?;
                 grads.insert(name.clone(), g);
             }
@@ -543,19 +333,15 @@ pub fn train_step(
 /// Validation loss (the objective's) and top-1/top-5 against the ground truth, in %.
 pub fn validate(
     vit: &Vit,
-    data: &[Example],
+    data: &[TrainExample],
     cfg: &TrainConfig,
     lc: &LossConfig,
     device: &Device,
 ) -> Result<ValFigures> {
     let mut loss_sum = 0.0;
     let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
-    let indexed: Vec<(usize, &Example)> = data.iter().enumerate().collect();
-    let chunks: Vec<&[(usize, &Example)]> = indexed.chunks(cfg.val_batch_size.max(1)).collect();
-    let img_size = vit.config().img_size;
-    let load =
-        |chunk: &[(usize, &Example)]| load_batch(chunk, cfg, false, 0, img_size, &Device::Cpu);
-    prefetched(&chunks, load, device, |batch| {
+    for batch in batches::val_batches(cfg, data, vit.config().img_size)? {
+        let batch = batches::on_device(batch, device)?;
         let (loss, logits) = match (cfg.objective, &batch.masks) {
             (Objective::Relevance, Some(m)) => {
                 let out = relevance::eval_loss(vit, &batch.images, m, &batch.labels, lc)?;
@@ -570,14 +356,12 @@ pub fn validate(
         loss_sum += loss * batch.labels.len() as f64;
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         for (row, &y) in rows.iter().zip(&batch.labels) {
-            let mut idx: Vec<usize> = (0..row.len()).collect();
-            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            top1 += (idx[0] == y as usize) as usize;
-            top5 += idx.iter().take(5).any(|&i| i == y as usize) as usize;
+            let ranked = data::ranking::top_k(row, 5, None);
+            top1 += (ranked.first() == Some(&(y as usize))) as usize;
+            top5 += ranked.contains(&(y as usize)) as usize;
             n += 1;
         }
-        Ok(())
-    })?;
+    }
     let n = n.max(1) as f64;
     Ok(ValFigures {
         loss: loss_sum / n,
@@ -654,7 +438,7 @@ pub fn train(
         weight_decay: cfg.weight_decay,
     });
     // Original-model figures and relevance strips, once per run.
-    let vis: Vec<Example> = data
+    let vis: Vec<TrainExample> = data
         .val
         .iter()
         .filter(|e| e.mask.is_some())
@@ -688,28 +472,16 @@ pub fn train(
     bar.set_position(state.global_step as u64);
     while state.epochs_done < cfg.epochs && state.global_step < total_steps {
         let epoch = state.epochs_done;
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-            cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        order.shuffle(&mut rng);
         let mut sums = StepLosses::default();
         let mut steps = 0usize;
         let t_epoch = Instant::now();
         let mut images = 0usize;
-        let examples: Vec<(usize, &Example)> = order.iter().map(|&i| (i, &data.train[i])).collect();
-        let chunks: Vec<&[(usize, &Example)]> = examples
-            .chunks(cfg.batch_size.max(1))
-            .take(total_steps.saturating_sub(state.global_step))
-            .collect();
-        let img_size = vit.config().img_size;
-        // The crop and flip of each image depend only on (seed, epoch, index), so decoding ahead
-        // on another thread gives the same pixels.
-        let load = |chunk: &[(usize, &Example)]| {
-            load_batch(chunk, cfg, true, epoch, img_size, &Device::Cpu)
-        };
+        let max_batches = total_steps.saturating_sub(state.global_step);
+        let epoch_batches =
+            batches::epoch_batches(cfg, &data.train, vit.config().img_size, epoch, max_batches)?;
         let mut t0 = Instant::now();
-        prefetched(&chunks, load, device, |batch| {
+        for batch in epoch_batches {
+            let batch = batches::on_device(batch, device)?;
             opt.set_lr(learning_rate(cfg, epoch, state.global_step, total_steps));
             opt.set_beta1(beta1(cfg, state.global_step, total_steps));
             let l = train_step(&vit, &mut opt, &batch, cfg, &lc)?;
@@ -751,8 +523,7 @@ pub fn train(
                 })?;
             }
             t0 = Instant::now();
-            Ok(())
-        })?;
+        }
         // Training only: validation, strips and checkpoints come after.
         let train_rate = images as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9);
         let val = if data.val.is_empty() {

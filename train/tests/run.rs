@@ -85,17 +85,8 @@ fn run_trains_saves_best_and_resumes_identically() {
     assert_eq!(split.train.len(), 9);
     assert_eq!(split.val.len(), 2);
     let ds = data::imagenet_s::ImageNetS::new(&f.masks, &f.images);
-    let batch_ex: Vec<train::trainer::Example> = split
-        .train
-        .iter()
-        .map(|s| train::trainer::Example {
-            image: ds.images.join(&s.image),
-            mask: Some(ds.masks.join(&s.mask)),
-            label: s.label,
-        })
-        .collect();
-    let indexed: Vec<(usize, &train::trainer::Example)> = batch_ex.iter().enumerate().collect();
-    let batch = train::trainer::load_batch(&indexed, &cfg, false, 0, 32, &Device::Cpu).unwrap();
+    let batch_ex = data::train_source::seg_examples(&ds, &split.train);
+    let batch = train::batches::load_all(&cfg, &batch_ex, 32, &Device::Cpu).unwrap();
     let lc = train::trainer::loss_config(&cfg).unwrap();
     let loss_of = |vit: &model::Vit| {
         relevance::eval_loss(
@@ -138,15 +129,7 @@ fn run_trains_saves_best_and_resumes_identically() {
     let best = model::load(None, Some(p.to_str().unwrap()), &hub, &Device::Cpu)
         .unwrap()
         .vit;
-    let val_ex: Vec<train::trainer::Example> = split
-        .val
-        .iter()
-        .map(|s| train::trainer::Example {
-            image: ds.images.join(&s.image),
-            mask: Some(ds.masks.join(&s.mask)),
-            label: s.label,
-        })
-        .collect();
+    let val_ex = data::train_source::seg_examples(&ds, &split.val);
     let v = train::trainer::validate(&best, &val_ex, &cfg, &lc, &Device::Cpu).unwrap();
     assert!(
         (v.loss - logged).abs() < 1e-6,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use clap::Parser;
-use evaluate::mat::{write_gtsegs, Sample};
+use data::segmentation::mat::{write_gtsegs, Sample};
 use experiments::reproduction::PaperArgs;
 
 /// The two paper models whose names label the stand-in model.

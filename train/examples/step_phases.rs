@@ -2,7 +2,7 @@
 //! training forward, the backward for the gradient weights G, the relevance map and loss, the
 //! parameter backward, and AdamW. Mean of 5 steps after 2 warm-up steps.
 //!
-//!     cargo run --release -p relevance --example step_phases
+//!     cargo run --release -p train --example step_phases
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 #[global_allocator]
@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         .to_dtype(candle_core::DType::F32)?;
     let targets: Vec<u32> = (0..b as u32).map(|i| i * 97 % 1000).collect();
     let cfg = relevance::LossConfig::default();
-    let mut opt = relevance::AdamW::new(relevance::AdamWConfig::default());
+    let mut opt = train::optim::AdamW::new(train::optim::AdamWConfig::default());
     let mut acc = [0f64; 6];
     for it in 0..7 {
         let t0 = Instant::now();
@@ -29,17 +29,12 @@ fn main() -> anyhow::Result<()> {
         let m = relevance::map::map_from_attention(vit.config(), &f.attn, &grads, false)?;
         let terms = relevance::loss::loss_terms(&m.norm.map, &masks, &f.logits, &targets, &cfg)?;
         let t3 = Instant::now();
-        let store = terms.total.backward()?;
+        let store = f.backward(&terms.total)?;
         let t4 = Instant::now();
         let g: std::collections::BTreeMap<String, Tensor> = vit
             .params()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.clone(),
-                    f.param_grad(n, v, &store).expect("every parameter"),
-                )
-            })
+            .names()
+            .map(|n| (n.clone(), store.get(n).expect("every parameter")))
             .collect();
         opt.step(vit.params(), &g)?;
         drop(store);

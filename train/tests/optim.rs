@@ -1,11 +1,15 @@
 //! AdamW against a hand computation of two steps (with a learning-rate change between them),
-//! and an interrupted run resumed from a saved state continuing bit for bit.
+//! an interrupted run resumed from a saved state continuing bit for bit, and the relevance
+//! objective's loss going down under it.
 
+#[path = "../../relevance/tests/common/mod.rs"]
 mod common;
 
 use candle_core::{Device, Tensor};
-use relevance::{AdamW, AdamWConfig, RelevanceError};
+use common::{batch, tiny_model};
+use relevance::{eval_loss, loss_and_grads, LossConfig};
 use std::collections::BTreeMap;
+use train::optim::{AdamW, AdamWConfig, OptimError};
 
 fn values(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
@@ -37,7 +41,7 @@ fn grads(vit: &model::Vit, k: f32) -> BTreeMap<String, Tensor> {
 
 #[test]
 fn two_steps_match_hand_computation() {
-    let vit = common::tiny_model(2, 0.5);
+    let vit = tiny_model(2, 0.5);
     let cfg = AdamWConfig {
         lr: 1e-2,
         beta1: 0.9,
@@ -110,7 +114,7 @@ fn resumed_run_continues_bit_identically() {
     let path = dir.path().join("run/optimizer.safetensors");
 
     // Uninterrupted: three steps, state saved after the second.
-    let a = common::tiny_model(5, 0.5);
+    let a = tiny_model(5, 0.5);
     let mut opt = AdamW::new(cfg);
     opt.step(a.params(), &grads(&a, 0.0)).unwrap();
     opt.set_lr(cfg.lr * 0.85);
@@ -120,7 +124,7 @@ fn resumed_run_continues_bit_identically() {
     opt.step(a.params(), &grads(&a, 2.0)).unwrap();
 
     // Resumed: a fresh model with the saved parameters, the optimizer read back from disk.
-    let b = common::tiny_model(6, 0.5);
+    let b = tiny_model(6, 0.5);
     b.params().assign(&saved_params).unwrap();
     let mut resumed = AdamW::load(&path, &Device::Cpu).unwrap();
     assert_eq!(resumed.steps(), 2);
@@ -163,7 +167,7 @@ fn bad_state_and_missing_gradients_are_reported() {
     assert!(e.to_string().contains("nope.safetensors"), "{e}");
 
     // A model checkpoint is not an optimizer state.
-    let vit = common::tiny_model(1, 0.5);
+    let vit = tiny_model(1, 0.5);
     let ckpt = dir.path().join("model.safetensors");
     model::save_params(vit.params(), &ckpt).unwrap();
     let e = AdamW::load(&ckpt, &Device::Cpu).unwrap_err();
@@ -174,8 +178,39 @@ fn bad_state_and_missing_gradients_are_reported() {
     let mut opt = AdamW::new(AdamWConfig::default());
     let e = opt.step(vit.params(), &g).unwrap_err();
     assert!(
-        matches!(e, RelevanceError::MissingGradient(ref n) if n == "pos_embed"),
+        matches!(e, OptimError::MissingGradient(ref n) if n == "pos_embed"),
         "{e}"
     );
     assert_eq!(opt.steps(), 0);
+}
+
+#[test]
+fn loss_decreases_over_a_few_steps() {
+    let vit = tiny_model(7, 0.5);
+    let (x, masks) = batch(8);
+    let targets = [0u32, 2];
+    let cfg = LossConfig::default();
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 3e-3,
+        ..AdamWConfig::default()
+    });
+    let first = eval_loss(&vit, &x, &masks, &targets, &cfg).unwrap().losses;
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let s = loss_and_grads(&vit, &x, &masks, &targets, &cfg).unwrap();
+        seen.push(s.losses.total);
+        opt.step(vit.params(), &s.grads).unwrap();
+    }
+    let last = eval_loss(&vit, &x, &masks, &targets, &cfg).unwrap().losses;
+    println!(
+        "total loss per step {seen:?} → {}; first {first:?}, last {last:?}",
+        last.total
+    );
+    assert_eq!(seen[0], first.total);
+    assert_eq!(opt.steps(), 8);
+    assert!(last.total < 0.9 * first.total, "{first:?} → {last:?}");
+    assert!(
+        last.segmentation < first.segmentation,
+        "{first:?} → {last:?}"
+    );
 }

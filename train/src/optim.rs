@@ -10,6 +10,9 @@
 //! p ← p − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
 //! ```
 //! Weight decay applies to every parameter, as in the reference (`AdamW(model.parameters())`).
+//!
+//! The learning-rate schedules that drive it are in [`crate::trainer`] ([`crate::trainer::learning_rate`]);
+//! the paper's step decay is [`step_decay_lr`] here.
 
 use candle_core::{DType, Device, Shape, Tensor};
 use model::Params;
@@ -18,7 +21,23 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::{RelevanceError, Result};
+/// What can go wrong in an optimizer step or with a saved state.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("no gradient for `{0}`: every parameter needs one")]
+    MissingGradient(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("optimizer state {path}: {msg}")]
+    State {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+}
+
+pub type Result<T, E = OptimError> = std::result::Result<T, E>;
 
 /// Hyper-parameters. `Default`: PyTorch's defaults except the reference's weight decay 1e-4.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -43,10 +62,11 @@ impl Default for AdamWConfig {
     }
 }
 
-/// The reference's schedule: the learning rate of epoch `epoch` (from 0) is
-/// `base · 0.85^⌊epoch / 2⌋`, set at the start of the epoch.
-pub fn step_decay_lr(base: f64, epoch: usize) -> f64 {
-    base * 0.85f64.powi((epoch / 2) as i32)
+/// The step schedule: the learning rate of epoch `epoch` (from 0) is
+/// `base · decay^⌊epoch / every⌋`, set at the start of the epoch. The reference decays by
+/// 0.85 every 2 epochs (the defaults of `--lr-decay` and `--lr-decay-every`).
+pub fn step_decay_lr(base: f64, decay: f64, every: usize, epoch: usize) -> f64 {
+    base * decay.powi((epoch / every.max(1)) as i32)
 }
 
 /// Update constants: lr, β₁, β₂, ε, weight decay, lr / (1 − β₁ᵗ), √(1 − β₂ᵗ).
@@ -187,9 +207,9 @@ impl AdamW {
         for (name, var) in params.iter() {
             let g = grads
                 .get(name)
-                .ok_or_else(|| RelevanceError::MissingGradient(name.clone()))?;
+                .ok_or_else(|| OptimError::MissingGradient(name.clone()))?;
             if g.dims() != var.dims() {
-                return Err(RelevanceError::Invalid(format!(
+                return Err(OptimError::Invalid(format!(
                     "gradient of `{name}` has shape {:?}, the parameter {:?}",
                     g.dims(),
                     var.dims()
@@ -217,7 +237,7 @@ impl AdamW {
                     Some(Moments::Tensors { m, v })
                         if m.dims() != p.dims() || v.dims() != p.dims() =>
                     {
-                        return Err(RelevanceError::Invalid(format!(
+                        return Err(OptimError::Invalid(format!(
                             "optimizer state for `{name}` has shape {:?}, the parameter {:?}",
                             m.dims(),
                             p.dims()
@@ -307,18 +327,18 @@ impl AdamW {
             } else if let Some(n) = k.strip_prefix(EXP_AVG) {
                 exp_avg.insert(n.to_string(), v);
             } else {
-                return Err(RelevanceError::Invalid(format!(
+                return Err(OptimError::Invalid(format!(
                     "optimizer state tensor `{k}` is neither exp_avg.* nor exp_avg_sq.*"
                 )));
             }
         }
         if exp_avg.keys().ne(exp_avg_sq.keys()) {
-            return Err(RelevanceError::Invalid(
+            return Err(OptimError::Invalid(
                 "optimizer state has first and second moments for different parameters".into(),
             ));
         }
         if (t == 0) != exp_avg.is_empty() {
-            return Err(RelevanceError::Invalid(format!(
+            return Err(OptimError::Invalid(format!(
                 "optimizer state at step {t} with {} moment tensors",
                 exp_avg.len()
             )));
@@ -336,7 +356,7 @@ impl AdamW {
     /// file's metadata; written to a temporary file and renamed, so a crash never leaves a
     /// truncated state behind.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let err = |msg: String| RelevanceError::OptimizerState {
+        let err = |msg: String| OptimError::State {
             path: path.to_path_buf(),
             msg,
         };
@@ -360,7 +380,7 @@ impl AdamW {
 
     /// Reads a state written by [`AdamW::save`]; the moments go to `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let err = |msg: String| RelevanceError::OptimizerState {
+        let err = |msg: String| OptimError::State {
             path: path.to_path_buf(),
             msg,
         };
@@ -453,9 +473,10 @@ mod tests {
 
     #[test]
     fn schedule_matches_reference() {
-        assert_eq!(step_decay_lr(1e-6, 0), 1e-6);
-        assert_eq!(step_decay_lr(1e-6, 1), 1e-6);
-        assert!((step_decay_lr(1e-6, 2) - 0.85e-6).abs() < 1e-20);
-        assert!((step_decay_lr(1e-6, 5) - 1e-6 * 0.85 * 0.85).abs() < 1e-20);
+        let paper = |epoch| step_decay_lr(1e-6, 0.85, 2, epoch);
+        assert_eq!(paper(0), 1e-6);
+        assert_eq!(paper(1), 1e-6);
+        assert!((paper(2) - 0.85e-6).abs() < 1e-20);
+        assert!((paper(5) - 1e-6 * 0.85 * 0.85).abs() < 1e-20);
     }
 }

@@ -2,7 +2,7 @@
 //! §1.1): shape areas, textures, background colours and stripes, noise, the grey fraction and
 //! the test-set definitions, all read back from generated pixels.
 
-use experiments::synth::{generate, Sample, Split, SynthConfig, TestSet};
+use experiments::shortcut_data::{generate, Sample, Split, SynthConfig, TestSet};
 use std::f64::consts::PI;
 
 const S: usize = 32;

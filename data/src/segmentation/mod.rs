@@ -1,19 +1,23 @@
-//! Sources of the segmentation test: ImageNet-Segmentation's `gtsegs_ijcv.mat` and folders
-//! of images with ImageNet-S-encoded masks, both preprocessed as the reference test does
-//! (robustvit.md §5): the image resized to exactly the model's input size (PIL bilinear, aspect
-//! not kept) and normalised with mean = std = 0.5, the mask resized with PIL's nearest neighbour.
+//! The segmentation benchmark's readers: ImageNet-Segmentation's `gtsegs_ijcv.mat` ([`mat`])
+//! and folders of images with ImageNet-S-encoded masks, both as loader sources preprocessed as
+//! the reference test does (robustvit.md §5): the image resized to exactly the model's input
+//! size (PIL bilinear, aspect not kept) and normalised with mean = std = 0.5, the mask resized
+//! with PIL's nearest neighbour.
+
+pub mod mat;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use data::check::has_image_extension;
-use data::imagenet_s::decode_mask;
-use data::loader::Item;
-use data::preprocess::{decode_rgb, segtest_transform, Normalization, Plane};
-use data::{DataError, SampleSource};
 use image::GrayImage;
 
-use crate::mat::GtSegs;
+use crate::check::{has_image_extension, SeenDirs};
+use crate::imagenet_s::decode_mask;
+use crate::loader::Item;
+use crate::preprocess::{decode_rgb, segtest_transform, Normalization, Plane};
+use crate::{DataError, SampleSource};
+
+use mat::GtSegs;
 
 /// The normalisation of the reference segmentation test, for every model.
 pub const SEG_NORM: Normalization = Normalization::HALF;
@@ -56,7 +60,7 @@ impl SampleSource for GtSegsSource {
         self.indices.len()
     }
 
-    fn load(&self, index: usize) -> data::Result<Item> {
+    fn load(&self, index: usize) -> crate::Result<Item> {
         let entry = self.indices[index];
         let s = self.gtsegs.get(entry).map_err(|e| DataError::Decode {
             path: self.path(index),
@@ -103,7 +107,7 @@ pub struct SegFolder {
 /// folder already seen is recorded in `linked` instead of being followed.
 fn walk(
     dir: &Path,
-    seen: &mut data::check::SeenDirs,
+    seen: &mut SeenDirs,
     out: &mut Vec<PathBuf>,
     linked: &mut Vec<PathBuf>,
 ) -> Result<(), DataError> {
@@ -146,7 +150,7 @@ pub fn list_seg_folder(images: &Path, masks: &Path) -> Result<SegFolder, DataErr
     let mut out = SegFolder::default();
     walk(
         images,
-        &mut data::check::SeenDirs::default(),
+        &mut SeenDirs::default(),
         &mut files,
         &mut out.linked_folders,
     )?;
@@ -173,7 +177,7 @@ impl SampleSource for SegFolderSource {
         self.pairs.len()
     }
 
-    fn load(&self, index: usize) -> data::Result<Item> {
+    fn load(&self, index: usize) -> crate::Result<Item> {
         let p = &self.pairs[index];
         let img = decode_rgb(&p.image)?;
         let m = decode_mask(&p.mask)?.binary;
