@@ -547,7 +547,9 @@ fn short_label(dataset: &str) -> String {
     }
 }
 
-/// Legend name of a checkpoint: `original`, or the last two components of its path.
+/// Legend name of a checkpoint: `original`; for a weights file its run folder's name (the
+/// model), with the file's stem when it is not `last` or `model` (`run (best)`); otherwise the
+/// last two components of its path (a hub id, a folder).
 pub fn checkpoint_label(checkpoint: &str) -> String {
     if checkpoint == "pretrained" {
         return "original".into();
@@ -557,6 +559,14 @@ pub fn checkpoint_label(checkpoint: &str) -> String {
         .rsplit('/')
         .take(2)
         .collect();
+    if let [file, folder] = parts[..] {
+        if let Some(stem) = file.strip_suffix(".safetensors") {
+            return match stem {
+                "last" | "model" => folder.to_owned(),
+                _ => format!("{folder} ({stem})"),
+            };
+        }
+    }
     parts.into_iter().rev().collect::<Vec<_>>().join("/")
 }
 
@@ -600,6 +610,7 @@ pub fn charts(rob: &[RobustnessRow]) -> Vec<(String, BarChart)> {
                             .map_or(f64::NAN, |r| r.top1)
                     })
                     .collect(),
+                errors: vec![],
             })
             .collect();
         let chart = BarChart {
@@ -609,6 +620,7 @@ pub fn charts(rob: &[RobustnessRow]) -> Vec<(String, BarChart)> {
             series: ckpts.iter().map(|c| checkpoint_label(c)).collect(),
             groups,
             y_max: Some(100.0),
+            ..Default::default()
         };
         out.push((
             format!("chart_{}_{}.png", file_stem(model), protocol),
@@ -865,16 +877,18 @@ mod tests {
         assert_eq!(c[0].0, "chart_augreg-base_official.png");
         let (name, chart) = &c[1];
         assert_eq!(name, "chart_augreg-base_paper.png");
-        assert_eq!(chart.series, vec!["original", "run/best.safetensors"]);
+        assert_eq!(chart.series, vec!["original", "run (best)"]);
         assert_eq!(chart.groups[0].label, "IN-VAL");
         assert_eq!(chart.groups[0].values[0], 80.0);
         assert!(chart.groups[0].values[1].is_nan());
         assert_eq!(chart.groups[1].values, vec![25.0, 30.0]);
         let (w, h) = chart_size(chart);
         chart.render(w, h).unwrap();
+        assert_eq!(checkpoint_label("a/b/c/best.safetensors"), "c (best)");
         assert_eq!(
-            checkpoint_label("a/b/c/best.safetensors"),
-            "c/best.safetensors"
+            checkpoint_label("runs/rel-finetuned/last.safetensors"),
+            "rel-finetuned"
         );
+        assert_eq!(checkpoint_label("org/model@v2"), "org/model@v2");
     }
 }

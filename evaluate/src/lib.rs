@@ -25,7 +25,8 @@
 //!   relevance-mass accuracy and the pointing game;
 //! * [`topk`] — top-1 / top-5 accuracy with multi-target images and class masks;
 //! * [`results`] — keyed CSV tables merged idempotently and written atomically;
-//! * [`chart`] — grouped bar chart PNG;
+//! * [`chart`] — grouped bar charts (drawn by the `figures` crate);
+//! * [`explain`] — the `explain` binary: relevance pictures of your own images;
 //! * [`cli`] — the command line ([`EvalArgs`]);
 //! * [`plan`] — dataset discovery and each protocol's preprocessing;
 //!   the segmentation benchmark's readers (`gtsegs_ijcv.mat`, mask folders) are
@@ -39,6 +40,7 @@ pub mod check;
 pub mod cli;
 pub mod comparison;
 pub mod evaluation;
+pub mod explain;
 pub mod metrics;
 pub mod plan;
 pub mod predictions;

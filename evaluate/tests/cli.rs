@@ -1,5 +1,5 @@
-//! The `evaluate` binary as a user meets it: `--version` names the build's revision, every
-//! flag has a help line, and `--device auto` says which device it uses and why.
+//! The `evaluate` and `explain` binaries as a user meets them: `--version` names the build's
+//! revision, every flag has a help line, and `--device auto` says which device it uses and why.
 
 use clap::CommandFactory;
 use std::process::Command;
@@ -28,6 +28,20 @@ fn version_carries_the_build_revision() {
 fn every_flag_has_help() {
     let missing = report::missing_help(&evaluate::EvalArgs::command());
     assert!(missing.is_empty(), "without a help line: {missing:?}");
+    let missing = report::missing_help(&evaluate::explain::ExplainArgs::command());
+    assert!(
+        missing.is_empty(),
+        "explain, without a help line: {missing:?}"
+    );
+}
+
+#[test]
+fn explain_version_carries_the_build_revision() {
+    let v = revision::version_output(env!("CARGO_BIN_EXE_explain"), &["--version"]);
+    assert!(
+        v.starts_with(&format!("explain {} (revision ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
 }
 
 #[test]

@@ -199,7 +199,7 @@ pub fn write(out: &Path, variant: &str, seeds: &[u64], seconds: f64) -> Result<S
     std::fs::write(out.join("summary.md"), &md)?;
     std::fs::write(out.join("summary.csv"), csv.into_inner()?)?;
     std::fs::write(out.join("per_seed.csv"), seeds_csv.into_inner()?)?;
-    chart(&t, &cols, &out.join("accuracy.png"))?;
+    chart(&t, seeds.len(), &out.join("accuracy.png"))?;
     copy_strips(out, variant, seeds[0])?;
     Ok(md)
 }
@@ -292,34 +292,60 @@ fn rel_minus_ce(t: &Table, seeds: &[u64]) -> Vec<f64> {
         .collect()
 }
 
-fn chart(t: &Table, cols: &[String], path: &Path) -> Result<()> {
-    let groups = cols
+/// What each test set is, for the chart's caption (same order as [`TestSet::ALL`]).
+fn test_set_note(s: TestSet) -> &'static str {
+    match s {
+        TestSet::Id => "id = backgrounds as in training",
+        TestSet::BgRand => "bg_rand = random background",
+        TestSet::BgSwap => "bg_swap = another class's background",
+        TestSet::FgOnly => "fg_only = grey background",
+        TestSet::Loc => "loc = object moved to a corner",
+        TestSet::Size => "size = object at half size",
+    }
+}
+
+/// Mean top-1 per test set and model with ± one standard deviation over seeds, and the
+/// chance level (one class in `classes`).
+fn chart(t: &Table, seeds: usize, path: &Path) -> Result<()> {
+    let classes = crate::demo::DemoSettings::load().data.classes;
+    let groups = TestSet::ALL
         .iter()
-        .take(TestSet::ALL.len())
-        .map(|c| evaluate::chart::BarGroup {
-            label: c.clone(),
-            values: MODELS
+        .map(|set| {
+            let stats: Vec<(f64, f64)> = MODELS
                 .iter()
                 .map(|m| {
-                    let v = value(t, m, c);
+                    let v = value(t, m, set.name());
                     if v.is_empty() {
-                        f64::NAN
+                        (f64::NAN, f64::NAN)
                     } else {
-                        mean_std(&v).0
+                        mean_std(&v)
                     }
                 })
-                .collect(),
+                .collect();
+            evaluate::chart::BarGroup {
+                label: set.name().to_string(),
+                values: stats.iter().map(|s| s.0).collect(),
+                errors: stats.iter().map(|s| s.1).collect(),
+            }
         })
         .collect();
+    let spread = if seeds > 1 {
+        format!("Bars: mean over {seeds} seeds; error bars: ± one standard deviation.")
+    } else {
+        "Bars: one seed (no error bars).".to_string()
+    };
+    let sets: Vec<&str> = TestSet::ALL.iter().map(|s| test_set_note(*s)).collect();
     let c = evaluate::chart::BarChart {
-        title: "embedded benchmark: top-1 per test set".into(),
+        title: "Embedded benchmark: top-1 accuracy per test set".into(),
         x_label: "test set".into(),
-        y_label: "top-1 %".into(),
+        y_label: "top-1 accuracy (%)".into(),
         series: MODELS.iter().map(|m| m.to_string()).collect(),
         groups,
         y_max: Some(100.0),
+        chance: Some(100.0 / classes as f64),
+        caption: vec![spread, format!("Test sets: {}.", sets.join("; "))],
     };
-    c.save_png(path, 900, 420)?;
+    c.save_png(path, 960, 520)?;
     Ok(())
 }
 
@@ -346,16 +372,32 @@ fn copy_strips(out: &Path, variant: &str, seed: u64) -> Result<()> {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         if last_epoch.is_some_and(|e| name.starts_with(&format!("epoch_{e:03}"))) {
             let img = name.split("_img_").nth(1).unwrap_or(&name).to_string();
-            // 32-pixel panels are too small to read: scale up without smoothing.
-            let strip = image::open(&f).with_context(|| format!("reading {}", f.display()))?;
-            let k = (128 / strip.height().max(1)).max(1);
-            let big = strip.resize(
-                strip.width() * k,
-                strip.height() * k,
-                image::imageops::FilterType::Nearest,
-            );
-            big.save(dst.join(format!("before_after_{img}")))?;
+            // The strips are drawn titled, at a readable panel size: copied as they are.
+            std::fs::copy(&f, dst.join(format!("before_after_{img}")))
+                .with_context(|| format!("copying {}", f.display()))?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chart of the committed full benchmark: three seeds, so every bar has an error bar.
+    /// `ROBUSTVIT_KEEP_CHART=FILE` keeps the picture (to look at it).
+    #[test]
+    fn chart_of_the_committed_benchmark() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/demo");
+        let t = collect(&root, "full", &[0, 1, 2]).unwrap();
+        assert_eq!(value(&t, "rel-finetuned", "bg_swap").len(), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("accuracy.png");
+        chart(&t, 3, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (960, 520));
+        if let Some(keep) = std::env::var_os("ROBUSTVIT_KEEP_CHART") {
+            std::fs::copy(&p, keep).unwrap();
+        }
+    }
 }

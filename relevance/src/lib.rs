@@ -7,7 +7,7 @@
 //!   one forward pass, and the gradient of every parameter (the optimizer that applies it lives
 //!   with training, in the `train` crate).
 //! * [`explainers`]: baselines (raw attention, attention rollout, GradCAM) with the same output.
-//! * [`render`]: heatmap overlays and the four-panel picture as PNG.
+//! * [`render`]: tensors to pixels (denormalised images, maps on the host) for `figures`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), relevance::RelevanceError> {
@@ -36,8 +36,6 @@ pub use map::{
 };
 pub use upsample::{interpolation_matrix, Upsampler};
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum RelevanceError {
@@ -62,8 +60,6 @@ pub enum RelevanceError {
     MissingGradient(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
-    #[error("picture {path}: {msg}")]
-    Picture { path: PathBuf, msg: String },
 }
 
 pub type Result<T, E = RelevanceError> = std::result::Result<T, E>;

@@ -1,116 +1,11 @@
-//! Pictures: a relevance heatmap over the image, and the paper's four-panel strip (image,
-//! ground-truth mask, relevance before fine-tuning, relevance after).
-//!
-//! The overlay follows `show_cam_on_image` of the reference code: jet colours in [0, 1] added
-//! to the image in [0, 1], the sum divided by its maximum. Strong relevance therefore shows as
-//! saturated red while the image stays visible everywhere.
+//! Tensors to pixels for the pictures of the `figures` crate: an input image with its
+//! normalisation undone, and a map as row-major values on the host. Drawing (colour maps,
+//! overlays, titled sheets) lives in `figures`, which does not depend on candle.
 
 use candle_core::{Device, Tensor};
-use image::{ImageFormat, Rgb, RgbImage};
-use std::path::Path;
+use image::{Rgb, RgbImage};
 
 use crate::{RelevanceError, Result};
-
-/// White columns between the panels of [`strip`].
-pub const STRIP_GAP: u32 = 4;
-
-/// The jet colour map (blue → cyan → yellow → red) at `v` in [0, 1]; NaN reads as 0.
-pub fn jet(v: f32) -> [u8; 3] {
-    let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
-    let c = |center: f32| ((1.5 - (4.0 * v - center).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
-    [c(3.0), c(2.0), c(1.0)]
-}
-
-fn check_len(what: &str, values: &[f32], image: &RgbImage) -> Result<()> {
-    let n = (image.width() * image.height()) as usize;
-    if values.len() != n {
-        return Err(RelevanceError::Invalid(format!(
-            "{what} has {} values but the image is {}x{} ({n} pixels)",
-            values.len(),
-            image.width(),
-            image.height()
-        )));
-    }
-    Ok(())
-}
-
-/// The image with `map` (row-major H·W values in [0, 1]) as a jet heatmap on top.
-pub fn heatmap_overlay(image: &RgbImage, map: &[f32]) -> Result<RgbImage> {
-    check_len("relevance map", map, image)?;
-    let sum: Vec<[f32; 3]> = image
-        .pixels()
-        .zip(map)
-        .map(|(p, &v)| {
-            let h = jet(v);
-            [0, 1, 2].map(|c| f32::from(h[c]) / 255.0 + f32::from(p.0[c]) / 255.0)
-        })
-        .collect();
-    let max = sum
-        .iter()
-        .flat_map(|p| p.iter().copied())
-        .fold(0f32, f32::max)
-        .max(f32::MIN_POSITIVE);
-    let mut out = RgbImage::new(image.width(), image.height());
-    for (o, s) in out.pixels_mut().zip(&sum) {
-        *o = Rgb(s.map(|x| (x / max * 255.0).round() as u8));
-    }
-    Ok(out)
-}
-
-/// A mask (values in [0, 1]) as grey levels: background black, object white.
-pub fn mask_image(mask: &[f32], width: u32, height: u32) -> Result<RgbImage> {
-    if mask.len() != (width * height) as usize {
-        return Err(RelevanceError::Invalid(format!(
-            "mask has {} values for a {width}x{height} picture",
-            mask.len()
-        )));
-    }
-    let mut out = RgbImage::new(width, height);
-    for (o, &m) in out.pixels_mut().zip(mask) {
-        let g = (m.clamp(0.0, 1.0) * 255.0).round() as u8;
-        *o = Rgb([g, g, g]);
-    }
-    Ok(out)
-}
-
-/// The four panels side by side, separated by [`STRIP_GAP`] white columns: the image, the
-/// ground-truth mask, the relevance before and after fine-tuning (as overlays). Masks and maps
-/// are row-major H·W values in [0, 1].
-pub fn strip(image: &RgbImage, mask: &[f32], before: &[f32], after: &[f32]) -> Result<RgbImage> {
-    check_len("mask", mask, image)?;
-    let (w, h) = image.dimensions();
-    let panels = [
-        image.clone(),
-        mask_image(mask, w, h)?,
-        heatmap_overlay(image, before)?,
-        heatmap_overlay(image, after)?,
-    ];
-    let mut out = RgbImage::from_pixel(4 * w + 3 * STRIP_GAP, h, Rgb([255, 255, 255]));
-    for (i, p) in panels.iter().enumerate() {
-        image::imageops::replace(&mut out, p, i64::from(i as u32 * (w + STRIP_GAP)), 0);
-    }
-    Ok(out)
-}
-
-/// Writes a PNG atomically (temporary file, then rename).
-pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
-    let err = |msg: String| RelevanceError::Picture {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, ImageFormat::Png)
-        .map_err(|e| err(format!("cannot be encoded: {e}")))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot be written: {e}")))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes.into_inner()).map_err(|e| err(format!("cannot be written: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot be written: {e}")))
-}
 
 /// Undoes the input normalisation of one image (3, H, W): `u8 = round(255·(x·std + mean))`.
 pub fn to_rgb_image(x: &Tensor, mean: [f32; 3], std: [f32; 3]) -> Result<RgbImage> {
@@ -151,45 +46,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jet_endpoints() {
-        assert_eq!(jet(0.0), [0, 0, 128]);
-        assert_eq!(jet(0.5), [128, 255, 128]);
-        assert_eq!(jet(1.0), [128, 0, 0]);
-        assert_eq!(jet(f32::NAN), jet(0.0));
-    }
-
-    #[test]
-    fn strip_pixels() {
-        let (w, h) = (3u32, 2u32);
-        let img = RgbImage::from_fn(w, h, |x, y| Rgb([(10 * x) as u8, (20 * y) as u8, 200]));
-        let mask = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
-        let before = [0.0; 6];
-        let after = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
-        let s = strip(&img, &mask, &before, &after).unwrap();
-        assert_eq!(s.dimensions(), (4 * w + 3 * STRIP_GAP, h));
-        // Panel 1 is the image.
-        assert_eq!(s.get_pixel(1, 1), img.get_pixel(1, 1));
-        // Panel 2: black where the mask is 0, white where it is 1.
-        let x0 = w + STRIP_GAP;
-        assert_eq!(s.get_pixel(x0, 0).0, [0, 0, 0]);
-        assert_eq!(s.get_pixel(x0 + 1, 0).0, [255, 255, 255]);
-        // Gap columns are white.
-        assert_eq!(s.get_pixel(w, 0).0, [255, 255, 255]);
-        // Panel 3 (all-zero relevance): image + jet(0) = image + (0, 0, 128/255), divided by the
-        // maximum channel sum 200/255 + 128/255 (blue): pixel (0, 0) = (0, 0, 200) → blue 255.
-        let x2 = 2 * (w + STRIP_GAP);
-        assert_eq!(s.get_pixel(x2, 0).0, [0, 0, 255]);
-        // Pixel (2, 1) = (20, 20, 200) + (0, 0, 128): red = round(20 / 328 · 255) = 16.
-        assert_eq!(s.get_pixel(x2 + 2, 1).0, [16, 16, 255]);
-        // Panel 4: the relevant pixel (2, 1) turns dark red: (20 + 128, 20, 200) / 328.
-        let x3 = 3 * (w + STRIP_GAP);
-        assert_eq!(s.get_pixel(x3 + 2, 1).0, [115, 16, 155]);
-        // Wrong sizes are reported.
-        assert!(strip(&img, &mask[..5], &before, &after).is_err());
-    }
-
-    #[test]
-    fn denormalise_and_png_round_trip() {
+    fn denormalise() {
         let x = Tensor::from_vec(
             vec![-1.0f32, 1.0, 0.0, 0.5, 0.2, -0.2],
             (3, 1, 2),
@@ -199,10 +56,16 @@ mod tests {
         let img = to_rgb_image(&x, [0.5; 3], [0.5; 3]).unwrap();
         assert_eq!(img.get_pixel(0, 0).0, [0, 128, 153]);
         assert_eq!(img.get_pixel(1, 0).0, [255, 191, 102]);
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a/b.png");
-        save_png(&img, &p).unwrap();
-        let back = image::open(&p).unwrap().to_rgb8();
-        assert_eq!(back, img);
+        assert!(to_rgb_image(&x.narrow(0, 0, 2).unwrap(), [0.5; 3], [0.5; 3]).is_err());
+    }
+
+    #[test]
+    fn map_values_flattens_any_single_image_shape() {
+        let m = Tensor::from_vec(vec![0.0f32, 0.5, 1.0, 0.25], (1, 1, 2, 2), &Device::Cpu).unwrap();
+        assert_eq!(map_values(&m).unwrap(), [0.0, 0.5, 1.0, 0.25]);
+        assert_eq!(
+            map_values(&m.squeeze(0).unwrap()).unwrap(),
+            [0.0, 0.5, 1.0, 0.25]
+        );
     }
 }
