@@ -32,7 +32,8 @@ Suites: all, robustness (the nine classification sets), segmentation (imagenet-s
 
 Outputs in --out: robustness.csv, segmentation.csv (merged: a re-run replaces its rows),
 paper_table.md / paper_table.csv (our numbers beside the paper's and timm's), and
-chart_<model>_<protocol>.png (top-1 per dataset, one bar per checkpoint).";
+chart_<model>_<protocol>.png (top-1 per dataset, one bar per checkpoint; the paper's sets
+first, then the --folder sets in the order given; drawn by runs that include robustness sets).";
 
 /// Which label protocol(s) to score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -531,7 +531,18 @@ fn dataset_rank(name: &str) -> (usize, &str) {
     }
 }
 
-/// Short axis label of a dataset (the chart font is 5×7 pixels).
+/// Like [`dataset_rank`], but extra sets named in `order` (the `--folder` sets, in the order the
+/// user gave them) keep that order instead of going by name, so a chart lists the test sets as
+/// the tables that define them do.
+fn dataset_rank_in<'a>(name: &'a str, order: &[&str]) -> (usize, usize, &'a str) {
+    let (rank, by_name) = dataset_rank(name);
+    match order.iter().position(|o| *o == name) {
+        Some(i) if by_name == name => (rank, i, ""),
+        _ => (rank, order.len(), by_name),
+    }
+}
+
+/// Short axis label of a dataset, so that nine groups fit under one chart.
 fn short_label(dataset: &str) -> String {
     match dataset {
         "imagenet-val" => "IN-VAL".into(),
@@ -584,8 +595,9 @@ pub fn file_stem(s: &str) -> String {
 }
 
 /// One chart per (model, protocol): top-1 per dataset, one bar per checkpoint (the original
-/// weights first), so "before vs after finetuning" reads off one picture.
-pub fn charts(rob: &[RobustnessRow]) -> Vec<(String, BarChart)> {
+/// weights first), so "before vs after finetuning" reads off one picture. Datasets go in the
+/// paper's order, then the extra sets in `extra_order`, then any others by name.
+pub fn charts(rob: &[RobustnessRow], extra_order: &[&str]) -> Vec<(String, BarChart)> {
     let mut by: BTreeMap<(&str, &str), Vec<&RobustnessRow>> = BTreeMap::new();
     for r in rob {
         by.entry((&r.model, &r.protocol)).or_default().push(r);
@@ -596,7 +608,7 @@ pub fn charts(rob: &[RobustnessRow]) -> Vec<(String, BarChart)> {
         ckpts.sort_by_key(|c| (*c != "pretrained", *c));
         ckpts.dedup();
         let mut datasets: Vec<&str> = rows.iter().map(|r| r.dataset.as_str()).collect();
-        datasets.sort_by_key(|d| dataset_rank(d));
+        datasets.sort_by_key(|d| dataset_rank_in(d, extra_order));
         datasets.dedup();
         let groups = datasets
             .iter()
@@ -853,6 +865,26 @@ mod tests {
     }
 
     #[test]
+    fn extra_sets_follow_the_given_order_after_the_benchmarks() {
+        let rows: Vec<RobustnessRow> = ["size", "bg_swap", "imagenet-a", "id", "zzz"]
+            .into_iter()
+            .map(|d| rob("m", "pretrained", d, "paper", 50.0))
+            .collect();
+        let c = charts(&rows, &["id", "bg_swap", "size"]);
+        let labels: Vec<&str> = c[0].1.groups.iter().map(|g| g.label.as_str()).collect();
+        // The paper's benchmarks first, then the --folder sets as given, then others by name.
+        assert_eq!(labels, ["IN-A", "id", "bg_swap", "size", "zzz"]);
+        let alphabetical = charts(&rows, &[]);
+        let labels: Vec<&str> = alphabetical[0]
+            .1
+            .groups
+            .iter()
+            .map(|g| g.label.as_str())
+            .collect();
+        assert_eq!(labels, ["IN-A", "bg_swap", "id", "size", "zzz"]);
+    }
+
+    #[test]
     fn charts_put_the_original_weights_first() {
         let rows = vec![
             rob(
@@ -872,7 +904,7 @@ mod tests {
                 84.0,
             ),
         ];
-        let c = charts(&rows);
+        let c = charts(&rows, &[]);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].0, "chart_augreg-base_official.png");
         let (name, chart) = &c[1];

@@ -83,8 +83,14 @@ fn check_spec(spec: &ModelSpec) -> Result<(), String> {
     Ok(())
 }
 
-fn load_model(spec: &ModelSpec, device: &Device, hub: &HubOptions, dtype: Dtype) -> Result<Model> {
-    let loaded = model::load(
+/// The weights one `--model`/`--checkpoint` pair names, with an error that says which pair
+/// failed to load (shared by `evaluate` and `explain`).
+pub(crate) fn load_spec(
+    spec: &ModelSpec,
+    hub: &HubOptions,
+    device: &Device,
+) -> Result<LoadedModel> {
+    model::load(
         spec.name.as_deref(),
         spec.checkpoint.as_deref(),
         hub,
@@ -95,7 +101,11 @@ fn load_model(spec: &ModelSpec, device: &Device, hub: &HubOptions, dtype: Dtype)
         (Some(n), None) => format!("loading the original weights of {n}"),
         (None, Some(c)) => format!("loading {c}"),
         (None, None) => unreachable!("rejected by model_specs"),
-    })?;
+    })
+}
+
+fn load_model(spec: &ModelSpec, device: &Device, hub: &HubOptions, dtype: Dtype) -> Result<Model> {
+    let loaded = load_spec(spec, hub, device)?;
     let label = match &spec.name {
         Some(n) => model::variant(n)?.name.to_owned(),
         None => plan::label_from_checkpoint(spec.checkpoint.as_deref().unwrap_or_default()),
@@ -803,7 +813,15 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
         results::write_atomic(&p, text.as_bytes())?;
         summary.files.push(p);
     }
-    for (name, chart) in comparison::charts(&all_rob) {
+    // The charts show the robustness table. A run without robustness sets (segmentation only)
+    // leaves them as the run that had them drew them, with its --folder sets in their order.
+    let charts = if summary.robustness.is_empty() {
+        Vec::new()
+    } else {
+        let folder_order: Vec<&str> = args.folders.iter().map(|f| f.name.as_str()).collect();
+        comparison::charts(&all_rob, &folder_order)
+    };
+    for (name, chart) in charts {
         let (w, h) = comparison::chart_size(&chart);
         let img = chart.render(w, h)?;
         let mut png = Vec::new();

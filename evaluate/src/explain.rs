@@ -383,18 +383,7 @@ fn load_models(args: &ExplainArgs, device: &Device) -> Result<Vec<Loaded>> {
     let hub = model::HubOptions::from_env();
     let mut out = Vec::new();
     for spec in specs {
-        let loaded = model::load(
-            spec.name.as_deref(),
-            spec.checkpoint.as_deref(),
-            &hub,
-            device,
-        )
-        .with_context(|| match (&spec.name, &spec.checkpoint) {
-            (Some(n), Some(c)) => format!("loading {n} from {c}"),
-            (Some(n), None) => format!("loading the original weights of {n}"),
-            (None, Some(c)) => format!("loading {c}"),
-            (None, None) => unreachable!("rejected by model_specs"),
-        })?;
+        let loaded = crate::evaluation::load_spec(&spec, &hub, device)?;
         let label = match &spec.checkpoint {
             None => "pretrained".to_owned(),
             Some(c) => plan::label_from_checkpoint(c),

@@ -96,8 +96,28 @@ fn folders_and_several_checkpoints_in_one_run() {
         "model,checkpoint,checkpoint_sha256,dataset,explainer,images,pixel_acc,miou,map,mass_acc,pointing,date,git_rev\n"
     ));
     // One chart per model label here (the two checkpoints live in differently named folders).
-    assert!(out.join("chart_before_paper.png").is_file());
+    let chart = out.join("chart_before_paper.png");
+    assert!(chart.is_file());
     assert!(s.command.contains("--folder bench="), "{}", s.command);
+
+    // A segmentation-only run leaves the charts as the robustness run drew them (it knows no
+    // --folder order); a run with the folder draws them again.
+    std::fs::write(&chart, b"drawn by the robustness run").unwrap();
+    let again = |sets: &[&str]| {
+        let mut a = vec!["--checkpoint", before.to_str().unwrap()];
+        a.extend_from_slice(sets);
+        a.extend_from_slice(&["--explainer", "relevance", "--out", out.to_str().unwrap()]);
+        a.extend_from_slice(&["--device", "cpu", "--quiet"]);
+        run(&a)
+    };
+    let s = again(&["--seg-folder", &seg]);
+    assert!(s.robustness.is_empty() && s.segmentation.len() == 1);
+    assert_eq!(
+        std::fs::read(&chart).unwrap(),
+        b"drawn by the robustness run"
+    );
+    again(&["--folder", &folder]);
+    assert!(std::fs::read(&chart).unwrap().starts_with(b"\x89PNG"));
 }
 
 #[test]

@@ -487,7 +487,7 @@ pub fn merge(out: &Path, models: &[String]) -> Result<Vec<PathBuf>> {
         results::write_atomic(&p, text.as_bytes())?;
         files.push(p);
     }
-    for (name, chart) in evaluate::comparison::charts(&all_rob) {
+    for (name, chart) in evaluate::comparison::charts(&all_rob, &[]) {
         let (w, h) = evaluate::comparison::chart_size(&chart);
         let img = chart.render(w, h)?;
         let mut png = Vec::new();
