@@ -9,7 +9,7 @@
 use image::{imageops, Rgb, RgbImage};
 
 use crate::overlay::{heatmap_overlay, mask_image};
-use crate::text::{draw_labels, fit, text_size, Anchor, Label};
+use crate::text::{draw_labels, fit, fit_shrinking, text_size, Anchor, Label};
 use crate::{ColorMap, FigureError, Result};
 
 /// A rectangle in pixels: left, top, width, height.
@@ -25,6 +25,8 @@ const MARGIN: u32 = 12;
 const GAP: u32 = 10;
 const ROW_GAP: u32 = 14;
 const TITLE_PX: f64 = 15.0;
+/// Panel titles shrink to this size before they are shortened ("great white shark").
+const MIN_TITLE_PX: f64 = 12.0;
 const LINE: u32 = 19;
 const SHEET_TITLE_PX: f64 = 17.0;
 const SHEET_TITLE_H: u32 = 28;
@@ -151,8 +153,9 @@ impl Sheet {
     }
 
     fn caption_lines(&self, width: u32) -> Vec<String> {
-        // Some slack: the rendered text runs a little wider than its estimate.
-        let w = width.saturating_sub(2 * MARGIN + 24).max(50);
+        // Slack: plotters' rendered text runs up to a few per cent wider than `text_size`
+        // says, so a line filled to the estimate would touch the right edge.
+        let w = (width.saturating_sub(2 * MARGIN) * 9 / 10).max(50);
         self.caption
             .iter()
             .flat_map(|c| wrap(c, CAPTION_PX, w))
@@ -247,11 +250,12 @@ impl Sheet {
                 top = box_top;
                 let box_x = r.x - (side - r.w) / 2;
                 for (k, t) in p.title.iter().enumerate() {
+                    let (text, size) = fit_shrinking(t, TITLE_PX, MIN_TITLE_PX, side);
                     labels.push(Label {
-                        text: fit(t, TITLE_PX, side),
+                        text,
                         x: (box_x + side / 2) as i32,
                         y: (box_top - 4 - (lines - k as u32) * LINE + 2) as i32,
-                        size: TITLE_PX,
+                        size,
                         anchor: Anchor::TopCenter,
                         colour: TEXT,
                     });

@@ -49,6 +49,20 @@ pub fn fit(text: &str, size: f64, max_width: u32) -> String {
     String::new()
 }
 
+/// `text` and the largest size from `size` down to `min_size` (in half-pixel steps) at which
+/// it fits `max_width`, so that a long class name stays whole; below `min_size` it is
+/// shortened with an ellipsis instead.
+pub fn fit_shrinking(text: &str, size: f64, min_size: f64, max_width: u32) -> (String, f64) {
+    let mut s = size;
+    while s >= min_size {
+        if text_size(text, s).0 <= max_width {
+            return (text.to_owned(), s);
+        }
+        s -= 0.5;
+    }
+    (fit(text, min_size, max_width), min_size)
+}
+
 /// Where a text's anchor point sits relative to the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anchor {
@@ -111,6 +125,25 @@ mod tests {
             "{short}"
         );
         assert_eq!(fit("ok", 14.0, 80), "ok");
+        // Shrinking keeps a title whole while a smaller size fits, then shortens it.
+        let title = "pred: great white shark 99%";
+        let (w15, w12) = (text_size(title, 15.0).0, text_size(title, 12.0).0);
+        assert!(w12 < w15, "{w12} {w15}");
+        let (t, s) = fit_shrinking(title, 15.0, 12.0, w12);
+        assert_eq!(t, title);
+        assert!(
+            (12.0..15.0).contains(&s) && text_size(&t, s).0 <= w12,
+            "{s}"
+        );
+        assert_eq!(
+            fit_shrinking(title, 15.0, 12.0, w15),
+            (title.to_owned(), 15.0)
+        );
+        let (t, s) = fit_shrinking(title, 15.0, 12.0, w12 / 2);
+        assert!(
+            t.ends_with('…') && s == 12.0 && text_size(&t, s).0 <= w12 / 2,
+            "{t}"
+        );
 
         let mut img = RgbImage::from_pixel(120, 30, image::Rgb([255, 255, 255]));
         let label = Label {
