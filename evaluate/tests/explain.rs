@@ -2,7 +2,7 @@
 //! image with the expected size and panels, the drawn overlay equal to the library's map,
 //! `--class` by index, wnid and name, missing and corrupt images named and skipped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
@@ -229,9 +229,14 @@ fn class_by_index_wnid_and_name_is_the_same_class() {
     }
 }
 
-fn explain_bin(args: &[&std::ffi::OsStr]) -> std::process::Output {
+/// The `explain` binary on `images` with the fixture checkpoint, writing into `out`.
+fn explain_bin(images: &[&Path], out: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_explain"))
-        .args(args)
+        .args(images)
+        .arg("--checkpoint")
+        .arg(fixture())
+        .arg("--out")
+        .arg(out)
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap()
@@ -246,16 +251,7 @@ fn missing_and_corrupt_images_are_named_and_skipped() {
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let missing = dir.path().join("missing.jpg");
     let out = dir.path().join("out");
-    let f = PathBuf::from(fixture());
-    let o = explain_bin(&[
-        good.as_os_str(),
-        missing.as_os_str(),
-        corrupt.as_os_str(),
-        "--checkpoint".as_ref(),
-        f.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let o = explain_bin(&[&good, &missing, &corrupt], &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -280,14 +276,7 @@ fn missing_and_corrupt_images_are_named_and_skipped() {
     assert_eq!(written, ["good.json", "good.png"]);
 
     // Nothing explainable: a failure that says so.
-    let o = explain_bin(&[
-        missing.as_os_str(),
-        corrupt.as_os_str(),
-        "--checkpoint".as_ref(),
-        f.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let o = explain_bin(&[&missing, &corrupt], &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(

@@ -23,7 +23,8 @@ pub const DEMO_SETTINGS: &str = include_str!("../settings/demo.json");
 #[derive(Debug, Clone, Deserialize)]
 pub struct DemoSettings {
     pub model: ModelDims,
-    pub data: DataSettings,
+    /// The dataset of every seed; each run sets its own `seed`.
+    pub data: SynthConfig,
     pub pretrain: Stage,
     pub finetune: FinetuneStage,
     pub segmentation_images: usize,
@@ -38,17 +39,6 @@ pub struct ModelDims {
     pub num_heads: usize,
     pub mlp_hidden: usize,
     pub num_classes: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct DataSettings {
-    pub size: usize,
-    pub classes: usize,
-    pub n_train: usize,
-    pub n_test: usize,
-    pub grey_frac: f64,
-    pub finetune_per_class: usize,
-    pub finetune_val_per_class: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,16 +79,9 @@ impl DemoSettings {
     }
 
     pub fn synth(&self, seed: u64) -> SynthConfig {
-        let d = &self.data;
         SynthConfig {
-            size: d.size,
-            classes: d.classes,
-            n_train: d.n_train,
-            n_test: d.n_test,
-            grey_frac: d.grey_frac,
-            finetune_per_class: d.finetune_per_class,
-            finetune_val_per_class: d.finetune_val_per_class,
             seed,
+            ..self.data.clone()
         }
     }
 }

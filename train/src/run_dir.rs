@@ -106,17 +106,8 @@ impl RunDir {
         })?;
         let cfg: TrainConfig = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a valid run configuration", cfg_path.display()))?;
-        let st_path = path.join("state.json");
-        let state: RunState = match std::fs::read_to_string(&st_path) {
-            Ok(t) => serde_json::from_str(&t).with_context(|| {
-                format!(
-                    "{} is corrupt; delete the run folder or start again with --force",
-                    st_path.display()
-                )
-            })?,
-            // Interrupted before the first epoch ended: start over inside the same folder.
-            Err(_) => RunState::new(cfg.seed),
-        };
+        // Interrupted before the first epoch ended (no state yet): start over in the same folder.
+        let state = read_state(path)?.unwrap_or_else(|| RunState::new(cfg.seed));
         std::fs::create_dir_all(path.join("strips"))?;
         Ok((
             Self {
@@ -261,6 +252,21 @@ pub enum StartOrResume {
     Finished,
 }
 
+/// The run's `state.json`; `None` when there is none yet (the run stopped before its first
+/// epoch ended). A file that is there but does not parse is an error, never a fresh start.
+fn read_state(path: &Path) -> Result<Option<RunState>> {
+    let st_path = path.join("state.json");
+    let Ok(text) = std::fs::read_to_string(&st_path) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text).map(Some).with_context(|| {
+        format!(
+            "{} is corrupt; delete the run folder or start again with --force",
+            st_path.display()
+        )
+    })
+}
+
 /// Decides how a job that may have been killed and started again (a requeued cluster task)
 /// carries on in `path`, so that it ends with the weights of an uninterrupted run. A folder
 /// holding a run of another configuration is an error: it is never overwritten silently.
@@ -288,16 +294,9 @@ pub fn start_or_resume(path: &Path, wanted: &TrainConfig) -> Result<StartOrResum
             differing.join(", ")
         );
     }
-    let st_path = path.join("state.json");
-    let state: RunState = match std::fs::read_to_string(&st_path) {
-        Ok(t) => serde_json::from_str(&t).with_context(|| {
-            format!(
-                "{} is corrupt; delete the run folder or start again with --force",
-                st_path.display()
-            )
-        })?,
-        // Stopped before its first epoch ended: `RunDir::open` starts it over in place.
-        Err(_) => return Ok(StartOrResume::Resume),
+    // Stopped before its first epoch ended: `RunDir::open` starts it over in place.
+    let Some(state) = read_state(path)? else {
+        return Ok(StartOrResume::Resume);
     };
     let last = path.join("last.safetensors");
     if state.finished {

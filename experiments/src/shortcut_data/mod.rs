@@ -111,6 +111,8 @@ pub struct SynthConfig {
     pub finetune_per_class: usize,
     /// Masked held-out images per class (`finetune-val`).
     pub finetune_val_per_class: usize,
+    /// Absent from the demo's settings, which give each run its seed.
+    #[serde(default)]
     pub seed: u64,
 }
 
