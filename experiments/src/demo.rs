@@ -322,12 +322,19 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    let summary = crate::demo_report::write(&args.out, vname, &seeds, t0.elapsed().as_secs_f64())?;
+    // The full variant's report is the benchmark's headline, at the top; another variant's goes
+    // into its own folder so that a quick run never overwrites the full tables.
+    let dest = match vname {
+        "full" => args.out.clone(),
+        other => args.out.join(other),
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let summary = crate::demo_report::write(&args.out, &dest, vname, &seeds, secs)?;
     println!("\n{summary}");
     println!(
         "demo finished in {:.1} s; tables and pictures in {}",
         t0.elapsed().as_secs_f64(),
-        args.out.display()
+        dest.display()
     );
     Ok(())
 }

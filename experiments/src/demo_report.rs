@@ -2,7 +2,7 @@
 //! that `evaluate` wrote.
 
 use anyhow::{Context, Result};
-use evaluate::results::{read_rows, RobustnessRow, SegmentationRow};
+use evaluate::results::{read_rows, write_atomic, RobustnessRow, SegmentationRow};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -72,9 +72,16 @@ fn per_seed(t: &Table, model: &str, col: &str, seed: u64) -> Option<f64> {
         .map(|(_, v)| *v)
 }
 
-/// Writes `summary.md`, `summary.csv`, `per_seed.csv` and `accuracy.png` into `out`, copies
-/// the first seed's before/after relevance strips to `out/strips`, and returns the Markdown.
-pub fn write(out: &Path, variant: &str, seeds: &[u64], seconds: f64) -> Result<String> {
+/// Reads the runs and evaluations under `out`, writes `summary.md`, `summary.csv`,
+/// `per_seed.csv` and `accuracy.png` into `dest`, copies the first seed's before/after
+/// relevance strips to `dest/strips`, and returns the Markdown.
+pub fn write(
+    out: &Path,
+    dest: &Path,
+    variant: &str,
+    seeds: &[u64],
+    seconds: f64,
+) -> Result<String> {
     let t = collect(out, variant, seeds)?;
     let cols: Vec<String> = TestSet::ALL
         .iter()
@@ -196,11 +203,12 @@ pub fn write(out: &Path, variant: &str, seeds: &[u64], seconds: f64) -> Result<S
         "Wall time: {seconds:.0} s on this machine ({} threads).",
         rayon::current_num_threads()
     )?;
-    std::fs::write(out.join("summary.md"), &md)?;
-    std::fs::write(out.join("summary.csv"), csv.into_inner()?)?;
-    std::fs::write(out.join("per_seed.csv"), seeds_csv.into_inner()?)?;
-    chart(&t, seeds.len(), &out.join("accuracy.png"))?;
-    copy_strips(out, variant, seeds[0])?;
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    write_atomic(&dest.join("summary.md"), md.as_bytes())?;
+    write_atomic(&dest.join("summary.csv"), &csv.into_inner()?)?;
+    write_atomic(&dest.join("per_seed.csv"), &seeds_csv.into_inner()?)?;
+    chart(&t, seeds.len(), &dest.join("accuracy.png"))?;
+    copy_strips(out, dest, variant, seeds[0])?;
     Ok(md)
 }
 
@@ -350,13 +358,13 @@ fn chart(t: &Table, seeds: usize, path: &Path) -> Result<()> {
 }
 
 /// The relevance-finetuned run's last strips (image, mask, relevance before, after).
-fn copy_strips(out: &Path, variant: &str, seed: u64) -> Result<()> {
+fn copy_strips(out: &Path, dest: &Path, variant: &str, seed: u64) -> Result<()> {
     let src = out
         .join("runs")
         .join(format!("{variant}-seed-{seed}"))
         .join("rel-finetuned")
         .join("strips");
-    let dst = out.join("strips");
+    let dst = dest.join("strips");
     std::fs::create_dir_all(&dst)?;
     let mut files: Vec<_> = std::fs::read_dir(&src)
         .with_context(|| format!("reading {}", src.display()))?

@@ -21,6 +21,8 @@ fn quick_demo_produces_every_file_and_the_planted_shortcut() {
         device: "cpu".into(),
     };
     run(&args).unwrap();
+    // The quick variant's report goes into its own folder: the full tables at the top stay.
+    let report = out.join("quick");
     for f in [
         "summary.md",
         "summary.csv",
@@ -28,7 +30,8 @@ fn quick_demo_produces_every_file_and_the_planted_shortcut() {
         "accuracy.png",
         "strips/before_after_0.png",
     ] {
-        assert!(out.join(f).is_file(), "{f} missing");
+        assert!(report.join(f).is_file(), "{f} missing");
+        assert!(!out.join(f).exists(), "{f} written over the full report");
     }
     let eval = out.join("eval/quick-seed-0");
     let rows: Vec<evaluate::results::RobustnessRow> =
@@ -70,7 +73,7 @@ fn quick_demo_produces_every_file_and_the_planted_shortcut() {
         mass("pretrained"),
         mass("rel-finetuned")
     );
-    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(summary.contains("One seed only"), "{summary}");
     // A second run reuses data and finished runs, and trains again a finished run whose weights
     // are gone (what a fresh clone of the repository has: records, but no git-ignored weights).

@@ -465,11 +465,17 @@ impl BarChart {
     /// Draws the chart and writes it as a PNG (into an existing folder).
     pub fn save_png(&self, path: &Path, width: u32, height: u32) -> Result<(), ChartError> {
         let img = self.render(width, height)?;
-        img.save_with_format(path, image::ImageFormat::Png)
-            .map_err(|e| ChartError::Save {
-                path: path.to_owned(),
-                msg: e.to_string(),
-            })
+        let save_err = |e: &dyn std::fmt::Display| ChartError::Save {
+            path: path.to_owned(),
+            msg: e.to_string(),
+        };
+        // Through a temporary file, so that an interrupted save never leaves half a PNG.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        img.save_with_format(&tmp, image::ImageFormat::Png)
+            .map_err(|e| save_err(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| save_err(&e))
     }
 }
 
