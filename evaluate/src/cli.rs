@@ -2,6 +2,10 @@
 //! (which builds an [`EvalArgs`], calls [`crate::run`] and prints
 //! [`EvalArgs::shell_command`] so that every number can be reproduced from a shell).
 
+// The fields' doc comments are also the `--help` text, written for a terminal: `<wnid>`,
+// `id[@revision]` are placeholders there, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 use std::str::FromStr;
 

@@ -7,6 +7,10 @@
 //! a JSON file holds the raw maps and where each panel lies in the PNG, so the picture can be
 //! checked against the library (`relevance::explain`).
 
+// The fields' doc comments are also the `--help` text, written for a terminal: `<wnid>`,
+// `id[@revision]` are placeholders there, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};

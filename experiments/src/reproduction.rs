@@ -14,6 +14,10 @@
 //! drop each other's rows. The last job merges the cells (idempotently, so re-running it or any
 //! other job is harmless) and redraws the tables from the whole result files.
 
+// The fields' doc comments are also the `--help` text, written for a terminal: `<wnid>`,
+// `id[@revision]` are placeholders there, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -390,7 +394,7 @@ pub fn eval_args(args: &PaperArgs, model: &str, step: Step) -> Result<EvalArgs> 
 
 /// Every cell, in the order a job array runs them: the trainings, the evaluations of the
 /// original weights, those of the finetuned weights, the merge. Cluster jobs get
-/// [`job_device`]'s device.
+/// `job_device`'s device.
 pub fn jobs(args: &PaperArgs) -> Result<Vec<Job>> {
     let mut args = args.clone();
     args.device = job_device(&args);

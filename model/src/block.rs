@@ -1,8 +1,8 @@
 //! A transformer block on the CPU as three graph nodes with hand-written backward passes:
 //!
-//! 1. [`AttnMap`]: `x → A = softmax(q kᵀ · scale)` with `qkv = LN1(x) W_qkvᵀ + b`;
-//! 2. [`AttnOut`]: `(A, x) → x1 = x + (A v) W_projᵀ + b`;
-//! 3. [`Mlp`]: `x1 → x2 = x1 + fc2(GELU(fc1(LN2(x1))))`.
+//! 1. `AttnMap`: `x → A = softmax(q kᵀ · scale)` with `qkv = LN1(x) W_qkvᵀ + b`;
+//! 2. `AttnOut`: `(A, x) → x1 = x + (A v) W_projᵀ + b`;
+//! 3. `Mlp`: `x1 → x2 = x1 + fc2(GELU(fc1(LN2(x1))))`.
 //!
 //! Built from candle ops (or one custom op per layer), a block is a dozen nodes, and candle's
 //! backward allocates a zero-filled buffer and adds into it for every gradient edge; the MLP's
@@ -11,7 +11,7 @@
 //! still differentiate through it.
 //!
 //! The parameters are not inputs of these nodes: their gradients go to the training forward's
-//! [`GradSink`], which [`crate::Grads`] merges with candle's gradient store (the contract is
+//! `GradSink`, which [`crate::Grads`] merges with candle's gradient store (the contract is
 //! written in [`crate::grads`]).
 //! The nodes keep what their weight gradients need (the layer norms' outputs, qkv, A v, fc1's
 //! output and its GELU): recomputing the layer norms and GELU instead saved ~170 MiB of a

@@ -16,8 +16,8 @@
 //! Either pass may run alone (cross-entropy training runs only the second), in either order,
 //! once or more per forward.
 //!
-//! Inside, the ops of one forward share a [`GradSink`] (whether the running pass wants
-//! parameter gradients, and the fused ops' parameter gradients) and one [`GradSlot`] per
+//! Inside, the ops of one forward share a `GradSink` (whether the running pass wants
+//! parameter gradients, and the fused ops' parameter gradients) and one `GradSlot` per
 //! attention map (where the attention op leaves dL/dA).
 
 use candle_core::backprop::GradStore;

@@ -2,6 +2,10 @@
 //! it builds a [`TrainArgs`], calls [`execute`] and prints [`TrainArgs::shell_command`], the
 //! command line derived from the same value, so a renamed flag fails to compile there.
 
+// The fields' doc comments are also the `--help` text, written for a terminal: `<wnid>`,
+// `id[@revision]` are placeholders there, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
