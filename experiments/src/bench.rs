@@ -157,6 +157,16 @@ fn run_phase(phase: &str, args: &BenchArgs) -> Result<PhaseResult> {
                 Ok(())
             })?
         }
+        // What `explain` computes per image and checkpoint: the paper's relevance map of one
+        // 224 px image under ViT-B (one forward, one backward to the attention maps, the rule).
+        "explain_vit_b" => {
+            let vit = model::Vit::random(&model::VitConfig::vit_base(), 0, &dev)?;
+            let one = x.narrow(0, 0, 1)?;
+            time_runs(args.runs, &dev, || {
+                relevance::explain(&vit, &one, relevance::Explainer::Relevance, None)?;
+                Ok(())
+            })?
+        }
         "eval_pipeline" | "eval_decode" => {
             let dir = args.out.join("images").join("val");
             let ds = data::EvalDataset::open(data::Benchmark::ImageNetVal, &dir)?;
@@ -408,6 +418,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         memory(name, &r, t);
     }
+    // `explain`'s per-image cost; the reference has no such phase, so a figure, not a ratio.
+    let (r, _) = both("explain_vit_b", &[])?;
+    compare("explain_vit_b", r.seconds, None, "s per image");
+    memory("explain_vit_b", &r, None);
     memory("train_step (torch: single-call variant)", &step, single);
     compare(
         "peak_memory_train",
