@@ -469,9 +469,10 @@ pub fn decode_pair(image: &Path, mask: &Path) -> Result<(RgbImage, Plane)> {
         return Err(DataError::BadMask {
             path: mask.to_path_buf(),
             reason: format!(
-                "size {}x{} differs from its image ({}x{})",
+                "size {}x{} differs from its image {} ({}x{})",
                 m.binary.width,
                 m.binary.height,
+                image.display(),
                 img.width(),
                 img.height()
             ),

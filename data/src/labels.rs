@@ -87,6 +87,15 @@ pub fn imagenet_class_names() -> &'static [String] {
     })
 }
 
+/// An ImageNet class index as its first name (`tench`, not `tench, Tinca tinca`), or the
+/// number when it is outside ImageNet's 1000: the title of a picture.
+pub fn imagenet_short_name(class: u32) -> String {
+    imagenet_class_names()
+        .get(class as usize)
+        .map(|n| n.split(',').next().unwrap_or(n).trim().to_owned())
+        .unwrap_or_else(|| format!("class {class}"))
+}
+
 /// One class of a 200-class benchmark (ImageNet-A or ImageNet-R).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubsetClass {
@@ -238,6 +247,12 @@ pub fn imagenet_s_category(wnid: &str) -> Option<&'static ImageNetSCategory> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names_for_titles() {
+        assert_eq!(imagenet_short_name(0), "tench");
+        assert_eq!(imagenet_short_name(5000), "class 5000");
+    }
 
     #[test]
     fn tables_parse_with_known_values() {

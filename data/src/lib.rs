@@ -1,7 +1,8 @@
 //! Datasets and preprocessing for RobustViT: ImageNet-S finetuning pairs and the training source
 //! built on them, the seven robustness benchmarks in their native layouts, the segmentation
 //! benchmark (ImageNet-Segmentation's `.mat` file and mask folders), PIL/torchvision-exact
-//! preprocessing, the one batch loader, and the label-space ranking (top-k, class masks).
+//! preprocessing, the batch loader (and `load_batch` for one synchronous batch), and the
+//! label-space ranking (top-k, class masks).
 
 pub mod check;
 pub mod datasets;

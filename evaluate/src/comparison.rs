@@ -13,8 +13,8 @@ use data::Benchmark;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::chart::{BarChart, BarGroup};
 use crate::results::{RobustnessRow, SegmentationRow};
+use figures::chart::{BarChart, BarGroup};
 
 /// The built-in copy of `evaluate/settings/paper_results.csv`.
 pub const BUILTIN_PAPER_RESULTS: &str = include_str!("../settings/paper_results.csv");
@@ -642,16 +642,43 @@ pub fn charts(rob: &[RobustnessRow], extra_order: &[&str]) -> Vec<(String, BarCh
     out
 }
 
+/// Writes `paper_table.md` and `paper_table.csv` from the merged tables into `out` and, with
+/// `chart_order` (the `--folder` sets in the order given), one chart per (model, protocol).
+/// Both the evaluation and the paper reproduction's merge end here. Returns the files written.
+pub fn write_comparison(
+    out: &Path,
+    rob: &[RobustnessRow],
+    seg: &[SegmentationRow],
+    paper: &PaperResults,
+    chart_order: Option<&[&str]>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let (md, csv) = paper_table(rob, seg, paper);
+    for (name, text) in [("paper_table.md", md), ("paper_table.csv", csv)] {
+        let p = out.join(name);
+        crate::results::write_atomic(&p, text.as_bytes())?;
+        files.push(p);
+    }
+    for (name, chart) in chart_order.map_or_else(Vec::new, |o| charts(rob, o)) {
+        let (w, h) = chart_size(&chart);
+        let img = chart.render(w, h)?;
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| anyhow::anyhow!("encoding {name}: {e}"))?;
+        let p = out.join(name);
+        crate::results::write_atomic(&p, &png)?;
+        files.push(p);
+    }
+    Ok(files)
+}
+
 /// Canvas size that fits the chart's groups and series.
 pub fn chart_size(chart: &BarChart) -> (u32, u32) {
     let g = chart.groups.len().max(1) as u32;
     let s = chart.series.len().max(1) as u32;
-    let legend: u32 = chart
-        .series
-        .iter()
-        .map(|n| 30 + 6 * n.chars().count() as u32)
-        .sum();
-    let width = (90 + g * (18 * (s + 1)).max(64)).max(legend + 100).max(640);
+    let width = (90 + g * (18 * (s + 1)).max(64))
+        .max(chart.legend_width() + 100)
+        .max(640);
     (width, 420)
 }
 

@@ -807,30 +807,12 @@ pub fn run(args: &EvalArgs) -> Result<RunSummary> {
 
     let all_rob: Vec<RobustnessRow> = results::read_rows(&rob_path)?;
     let all_seg: Vec<SegmentationRow> = results::read_rows(&seg_path)?;
-    let (md, csv) = comparison::paper_table(&all_rob, &all_seg, &paper);
-    for (name, text) in [("paper_table.md", md), ("paper_table.csv", csv)] {
-        let p = args.out.join(name);
-        results::write_atomic(&p, text.as_bytes())?;
-        summary.files.push(p);
-    }
     // The charts show the robustness table. A run without robustness sets (segmentation only)
     // leaves them as the run that had them drew them, with its --folder sets in their order.
-    let charts = if summary.robustness.is_empty() {
-        Vec::new()
-    } else {
-        let folder_order: Vec<&str> = args.folders.iter().map(|f| f.name.as_str()).collect();
-        comparison::charts(&all_rob, &folder_order)
-    };
-    for (name, chart) in charts {
-        let (w, h) = comparison::chart_size(&chart);
-        let img = chart.render(w, h)?;
-        let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .with_context(|| format!("encoding {name}"))?;
-        let p = args.out.join(name);
-        results::write_atomic(&p, &png)?;
-        summary.files.push(p);
-    }
+    let folder_order: Vec<&str> = args.folders.iter().map(|f| f.name.as_str()).collect();
+    let chart_order = (!summary.robustness.is_empty()).then_some(folder_order.as_slice());
+    let written = comparison::write_comparison(&args.out, &all_rob, &all_seg, &paper, chart_order)?;
+    summary.files.extend(written);
     for f in &summary.files {
         report::note(format!("wrote {}", f.display()));
     }

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use figures::{ColorMap, Panel, Row, Sheet};
@@ -110,7 +110,13 @@ impl ExplainArgs {
                 out.push(m.parse::<Explainer>()?);
             }
         }
-        out.dedup();
+        // Each method once, first mention first (`rollout,all` draws rollout once).
+        let mut seen = Vec::new();
+        out.retain(|e| {
+            let new = !seen.contains(e);
+            seen.push(*e);
+            new
+        });
         if out.is_empty() {
             bail!("--method is empty");
         }
@@ -154,14 +160,6 @@ pub fn parse_class(s: &str, num_classes: usize) -> Result<u32> {
     Ok(index as u32)
 }
 
-/// The first name of an ImageNet class (`tench`, not `tench, Tinca tinca`).
-pub fn class_name(class: u32) -> String {
-    data::labels::imagenet_class_names()
-        .get(class as usize)
-        .map(|n| n.split(',').next().unwrap_or(n).trim().to_owned())
-        .unwrap_or_else(|| format!("class {class}"))
-}
-
 /// The image files named by `inputs`: files as given, folders' images sorted by name.
 /// Missing paths are returned too, so that they are named and skipped like unreadable files.
 pub fn image_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
@@ -189,6 +187,8 @@ struct Loaded {
     label: String,
     vit: model::Vit,
     transform: data::EvalTransform,
+    /// The class `--class` names in this model's label space (None: its top prediction).
+    target: Option<u32>,
 }
 
 /// A model's prediction.
@@ -258,15 +258,11 @@ fn top1(logits: &Tensor) -> Result<Prediction> {
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    let (class, zmax) =
-        z.iter().enumerate().fold(
-            (0usize, f32::MIN),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        );
-    let sum: f32 = z.iter().map(|v| (v - zmax).exp()).sum();
+    let class = data::ranking::top_k(&z, 1, None)[0];
+    let sum: f32 = z.iter().map(|v| (v - z[class]).exp()).sum();
     Ok(Prediction {
         class: class as u32,
-        name: class_name(class as u32),
+        name: data::labels::imagenet_short_name(class as u32),
         probability: 1.0 / sum,
     })
 }
@@ -292,12 +288,7 @@ struct Explained {
     maps: Vec<Vec<(Prediction, u32, Vec<f32>)>>,
 }
 
-fn explain_one(
-    path: &Path,
-    models: &[Loaded],
-    methods: &[Explainer],
-    class: Option<&str>,
-) -> Result<Explained> {
+fn explain_one(path: &Path, models: &[Loaded], methods: &[Explainer]) -> Result<Explained> {
     let img = data::preprocess::decode_rgb(path)?;
     let mut seen = Vec::new();
     let mut maps = vec![Vec::new(); methods.len()];
@@ -306,10 +297,7 @@ fn explain_one(
         let view = m.transform.apply_u8(&img);
         let chw = data::preprocess::to_chw(&view, &m.transform.norm);
         let x = Tensor::from_vec(chw, (1, 3, size, size), m.vit.device())?;
-        let target = class
-            .map(|c| parse_class(c, m.vit.config().num_classes))
-            .transpose()?;
-        let targets = target.map(|t| vec![t]);
+        let targets = m.target.map(|t| vec![t]);
         for (mi, &e) in methods.iter().enumerate() {
             let r = relevance::explain(&m.vit, &x, e, targets.as_deref())?;
             let pred = top1(&r.logits)?;
@@ -342,7 +330,10 @@ fn rows_for(
                 format!("{} {:.1}%", pred.name, 100.0 * pred.probability),
             ];
             if *target != pred.class && method.is_class_specific() {
-                title.push(format!("map of: {}", class_name(*target)));
+                title.push(format!(
+                    "map of: {}",
+                    data::labels::imagenet_short_name(*target)
+                ));
             }
             panels.push(Panel {
                 title,
@@ -404,10 +395,17 @@ fn load_models(args: &ExplainArgs, device: &Device) -> Result<Vec<Loaded>> {
             loaded.vit.config().num_classes,
             loaded.weights_path.display()
         ));
+        // A bad --class is the same for every image: it fails here, before the first one.
+        let target = args
+            .class
+            .as_deref()
+            .map(|c| parse_class(c, loaded.vit.config().num_classes))
+            .transpose()?;
         out.push(Loaded {
             label,
             vit: loaded.vit,
             transform,
+            target,
         });
     }
     Ok(out)
@@ -428,13 +426,9 @@ pub fn run(args: &ExplainArgs) -> Result<ExplainSummary> {
     let mut used = std::collections::BTreeSet::new();
     let mut contact = Vec::new();
     for path in &files {
-        let explained = match explain_one(path, &models, &methods, args.class.as_deref()) {
+        let explained = match explain_one(path, &models, &methods) {
             Ok(e) => e,
             Err(e) => {
-                // A bad --class is the same for every image: stop at once.
-                if format!("{e:#}").contains("--class") {
-                    return Err(e);
-                }
                 eprintln!("skipped {}: {e:#}", path.display());
                 summary.skipped.push((path.clone(), format!("{e:#}")));
                 continue;
@@ -491,8 +485,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExplainSummary> {
             maps,
         };
         let json = args.out.join(format!("{stem}.json"));
-        std::fs::write(&json, serde_json::to_string(&record)?)
-            .with_context(|| format!("writing {}", json.display()))?;
+        crate::results::write_atomic(&json, serde_json::to_string(&record)?.as_bytes())?;
         println!("{}", png.display());
         summary.written.push(png);
         if args.contact_sheet.is_some() {

@@ -25,7 +25,6 @@
 //!   relevance-mass accuracy and the pointing game;
 //! * [`topk`] — top-1 / top-5 accuracy with multi-target images and class masks;
 //! * [`results`] — keyed CSV tables merged idempotently and written atomically;
-//! * [`chart`] — grouped bar charts (drawn by the `figures` crate);
 //! * [`explain`] — the `explain` binary: relevance pictures of your own images;
 //! * [`cli`] — the command line ([`EvalArgs`]);
 //! * [`plan`] — dataset discovery and each protocol's preprocessing;
@@ -35,7 +34,6 @@
 //! * [`comparison`] — published numbers, the comparison table and the charts' content;
 //! * [`evaluation`] — the evaluation loop ([`run`]).
 
-pub mod chart;
 pub mod check;
 pub mod cli;
 pub mod comparison;

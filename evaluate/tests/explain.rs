@@ -284,3 +284,15 @@ fn missing_and_corrupt_images_are_named_and_skipped() {
         "{err}"
     );
 }
+
+#[test]
+fn each_method_is_drawn_once_in_the_order_first_named() {
+    use relevance::Explainer::*;
+    let m = |s: &str| args(&["x.png", "--method", s]).methods().unwrap();
+    assert_eq!(
+        m("rollout,all"),
+        [Rollout, Relevance, RawAttention, GradCam]
+    );
+    assert_eq!(m("grad-cam,relevance,grad-cam"), [GradCam, Relevance]);
+    assert_eq!(m("all").len(), 4);
+}

@@ -283,9 +283,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let arch_path = args.out.join(format!("arch-p{}.json", v.patch_size));
-    std::fs::write(
+    evaluate::results::write_atomic(
         &arch_path,
-        serde_json::to_string_pretty(&st.arch(v.patch_size))?,
+        serde_json::to_string_pretty(&st.arch(v.patch_size))?.as_bytes(),
     )?;
     for &seed in &seeds {
         let mut sc = st.synth(seed);

@@ -330,7 +330,7 @@ fn chart(t: &Table, seeds: usize, path: &Path) -> Result<()> {
                     }
                 })
                 .collect();
-            evaluate::chart::BarGroup {
+            figures::chart::BarGroup {
                 label: set.name().to_string(),
                 values: stats.iter().map(|s| s.0).collect(),
                 errors: stats.iter().map(|s| s.1).collect(),
@@ -343,7 +343,7 @@ fn chart(t: &Table, seeds: usize, path: &Path) -> Result<()> {
         "Bars: one seed (no error bars).".to_string()
     };
     let sets: Vec<&str> = TestSet::ALL.iter().map(|s| test_set_note(*s)).collect();
-    let c = evaluate::chart::BarChart {
+    let c = figures::chart::BarChart {
         title: "Embedded benchmark: top-1 accuracy per test set".into(),
         x_label: "test set".into(),
         y_label: "top-1 accuracy (%)".into(),

@@ -484,23 +484,14 @@ pub fn merge(out: &Path, models: &[String]) -> Result<Vec<PathBuf>> {
     let all_rob: Vec<RobustnessRow> = results::read_rows(&rob_path)?;
     let all_seg: Vec<SegmentationRow> = results::read_rows(&seg_path)?;
     let paper = evaluate::comparison::PaperResults::builtin();
-    let (md, csv) = evaluate::comparison::paper_table(&all_rob, &all_seg, &paper);
     let mut files = vec![rob_path, seg_path];
-    for (name, text) in [("paper_table.md", md), ("paper_table.csv", csv)] {
-        let p = out.join(name);
-        results::write_atomic(&p, text.as_bytes())?;
-        files.push(p);
-    }
-    for (name, chart) in evaluate::comparison::charts(&all_rob, &[]) {
-        let (w, h) = evaluate::comparison::chart_size(&chart);
-        let img = chart.render(w, h)?;
-        let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .with_context(|| format!("encoding {name}"))?;
-        let p = out.join(name);
-        results::write_atomic(&p, &png)?;
-        files.push(p);
-    }
+    files.extend(evaluate::comparison::write_comparison(
+        out,
+        &all_rob,
+        &all_seg,
+        &paper,
+        Some(&[]),
+    )?);
     Ok(files)
 }
 

@@ -48,6 +48,11 @@ pub enum ChartError {
     Save { path: PathBuf, msg: String },
 }
 
+/// Width of one legend entry: swatch, gap, text, spacing to the next.
+fn legend_entry_width(text: &str) -> u32 {
+    16 + 6 + text_size(text, LEGEND_PX).0 + 22
+}
+
 /// One cluster of bars, e.g. one test set.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BarGroup {
@@ -408,22 +413,8 @@ impl BarChart {
             anchor: Anchor::TopCenter,
             colour: [0, 0, 0],
         });
-        let mut entries: Vec<(String, [u8; 3], bool)> = self
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), PALETTE[i % PALETTE.len()], false))
-            .collect();
-        if let Some(c) = self.chance {
-            let level = if c.fract() == 0.0 {
-                format!("{c:.0}")
-            } else {
-                format!("{c:.1}")
-            };
-            entries.push((format!("chance ({level}%)"), CHANCE, true));
-        }
-        let entry_w = |t: &str| 16 + 6 + text_size(t, LEGEND_PX).0 + 22;
-        let total: u32 = entries.iter().map(|e| entry_w(&e.0)).sum();
+        let entries = self.legend_entries();
+        let total = self.legend_width();
         let mut x = (width.saturating_sub(total) / 2).max(MARGIN);
         let ly = 44u32;
         for (name, colour, is_line) in &entries {
@@ -445,7 +436,7 @@ impl BarChart {
                 anchor: Anchor::CenterLeft,
                 colour: [0, 0, 0],
             });
-            x += entry_w(name);
+            x += legend_entry_width(name);
         }
         let cap_top = height - caption_h + 4;
         for (k, line) in caption.iter().enumerate() {
@@ -463,19 +454,41 @@ impl BarChart {
     }
 
     /// Draws the chart and writes it as a PNG (into an existing folder).
+    /// The legend's entries: (text, colour, drawn as a line), the series then the chance level.
+    fn legend_entries(&self) -> Vec<(String, [u8; 3], bool)> {
+        let mut entries: Vec<(String, [u8; 3], bool)> = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), PALETTE[i % PALETTE.len()], false))
+            .collect();
+        if let Some(c) = self.chance {
+            let level = if c.fract() == 0.0 {
+                format!("{c:.0}")
+            } else {
+                format!("{c:.1}")
+            };
+            entries.push((format!("chance ({level}%)"), CHANCE, true));
+        }
+        entries
+    }
+
+    /// Width in pixels of the legend band as drawn (swatch, gap, text, spacing per entry), so
+    /// a caller can size the canvas to fit it.
+    pub fn legend_width(&self) -> u32 {
+        self.legend_entries()
+            .iter()
+            .map(|(t, _, _)| legend_entry_width(t))
+            .sum()
+    }
+
+    /// Renders at `width`×`height` and writes the PNG atomically; the folder must exist.
     pub fn save_png(&self, path: &Path, width: u32, height: u32) -> Result<(), ChartError> {
         let img = self.render(width, height)?;
-        let save_err = |e: &dyn std::fmt::Display| ChartError::Save {
+        crate::overlay::write_png_atomic(&img, path).map_err(|msg| ChartError::Save {
             path: path.to_owned(),
-            msg: e.to_string(),
-        };
-        // Through a temporary file, so that an interrupted save never leaves half a PNG.
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        img.save_with_format(&tmp, image::ImageFormat::Png)
-            .map_err(|e| save_err(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| save_err(&e))
+            msg,
+        })
     }
 }
 

@@ -96,18 +96,24 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         msg,
     };
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, ImageFormat::Png)
-        .map_err(|e| err(format!("cannot be encoded: {e}")))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot be written: {e}")))?;
     }
+    write_png_atomic(image, path).map_err(err)
+}
+
+/// Encodes `image` as PNG into `path.tmp`, then renames it over `path`, so that an interrupted
+/// save never leaves half a picture. The folder must exist.
+pub(crate) fn write_png_atomic(image: &RgbImage, path: &Path) -> Result<(), String> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut bytes, ImageFormat::Png)
+        .map_err(|e| format!("cannot be encoded: {e}"))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes.into_inner()).map_err(|e| err(format!("cannot be written: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot be written: {e}")))
+    std::fs::write(&tmp, bytes.into_inner()).map_err(|e| format!("cannot be written: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot be written: {e}"))
 }
 
 #[cfg(test)]

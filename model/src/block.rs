@@ -20,7 +20,7 @@
 use crate::grads::{GradSink, GradSlot};
 use crate::kernels;
 use crate::ops::attention::{apply_backward, apply_forward, probs_backward, probs_forward, Heads};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// A linear layer's weights and their parameter names.
@@ -71,8 +71,8 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
 
 /// Whether the fused block can run on this input (CPU, f32).
 pub(crate) fn available(x: &Tensor, blk: &BlockRef) -> bool {
-    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    f32_cpu(x) && f32_cpu(&blk.qkv.w) && f32_cpu(&blk.fc1.w) && x.rank() == 3
+    use crate::ops::cpu_f32;
+    cpu_f32(x) && cpu_f32(&blk.qkv.w) && cpu_f32(&blk.fc1.w) && x.rank() == 3
 }
 
 /// State the attention map node shares with the attention output node: qkv from the forward,

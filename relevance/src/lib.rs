@@ -12,10 +12,13 @@
 //! ```no_run
 //! # fn main() -> Result<(), relevance::RelevanceError> {
 //! let dev = candle_core::Device::Cpu;
-//! let m = model::load_fixture_model(&model::fixture_dir(), &dev)?;
-//! let x = candle_core::Tensor::zeros((1, 3, 32, 32), candle_core::DType::F32, &dev)?;
+//! // A folder with model.safetensors and config.json (or a paper model's name, from the hub).
+//! let hub = model::HubOptions::from_env();
+//! let m = model::load(None, Some("my-checkpoint"), &hub, &dev)?;
+//! let side = m.vit.config().img_size;
+//! let x = candle_core::Tensor::zeros((1, 3, side, side), candle_core::DType::F32, &dev)?;
 //! let r = relevance::relevance_map(&m.vit, &x, None)?; // the predicted class
-//! assert_eq!(r.map.dims(), &[1, 1, 32, 32]);
+//! assert_eq!(r.map.dims(), &[1, 1, side, side]);
 //! # Ok(()) }
 //! ```
 

@@ -273,7 +273,7 @@ fn relevance_loss_and_gradients_match_reference() {
         ("loss.classification", l.classification),
     ] {
         let got = Tensor::new(&[v], &dev).unwrap();
-        r.check(&format!("train_step {k}"), &got, &out[k], FWD);
+        r.check(&format!("loss_and_grads {k}"), &got, &out[k], FWD);
     }
     let names: Vec<&String> = vit.params().names().collect();
     let ref_names: Vec<String> = grads_ref

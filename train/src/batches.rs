@@ -1,6 +1,6 @@
 //! A run's settings mapped onto `data`'s training source and loader: the epoch's batches
-//! (shuffled, augmented, decoded one batch ahead), the validation batches and the fixed
-//! strip images, each with its tensors on the model's device.
+//! (shuffled, augmented, decoded on the CPU one batch ahead), the validation batches and the
+//! fixed strip images; `on_device` moves a batch's tensors to the model's device.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use crate::config::{TrainConfig, Transform};
 
 /// `examples` with the run's transform for a model of `img_size` pixels; `augment` as in
 /// [`TrainSource::augment`].
-pub fn source(
+fn source(
     cfg: &TrainConfig,
     examples: &[TrainExample],
     img_size: usize,
@@ -38,7 +38,7 @@ pub fn source(
 /// that a GPU does not wait for JPEG and mask decoding).
 fn batches(source: TrainSource, order: Vec<usize>, batch_size: usize) -> Result<Loader> {
     let opts = LoaderOptions {
-        batch_size: batch_size.max(1),
+        batch_size,
         threads: 0,
         prefetch: 2,
     };
@@ -55,7 +55,7 @@ pub fn epoch_batches(
     max_batches: usize,
 ) -> Result<Loader> {
     let mut order = shuffled_order(examples.len(), cfg.seed, epoch as u64);
-    let batch_size = cfg.batch_size.max(1);
+    let batch_size = cfg.batch_size;
     order.truncate(max_batches.saturating_mul(batch_size));
     let source = source(cfg, examples, img_size, Some((cfg.seed, epoch as u64)));
     batches(source, order, batch_size)

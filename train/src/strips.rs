@@ -6,6 +6,7 @@ use anyhow::Result;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use data::labels::imagenet_short_name;
 use data::TrainExample;
 
 use crate::batches::load_all;
@@ -41,15 +42,8 @@ pub fn relevance_maps(
     let predictions = probs
         .iter()
         .map(|p| {
-            p.iter()
-                .enumerate()
-                .fold((0u32, f32::MIN), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i as u32, v)
-                    } else {
-                        best
-                    }
-                })
+            let best = data::ranking::top_k(p, 1, None)[0];
+            (best as u32, p[best])
         })
         .collect();
     Ok(StripMaps {
@@ -78,17 +72,8 @@ fn load_before(run: &RunDir) -> Result<StripMaps> {
     })
 }
 
-/// An ImageNet class index as its first name (`tench`, not `tench, Tinca tinca`), or the
-/// number when it is outside ImageNet's 1000.
-pub fn class_name(class: u32) -> String {
-    data::labels::imagenet_class_names()
-        .get(class as usize)
-        .map(|n| n.split(',').next().unwrap_or(n).trim().to_owned())
-        .unwrap_or_else(|| format!("class {class}"))
-}
-
 fn prediction_title(p: Option<&(u32, f32)>) -> Option<String> {
-    p.map(|&(c, prob)| format!("{} {:.0}%", class_name(c), 100.0 * prob))
+    p.map(|&(c, prob)| format!("{} {:.0}%", imagenet_short_name(c), 100.0 * prob))
 }
 
 pub fn save_strips(
@@ -114,7 +99,7 @@ pub fn save_strips(
             .map(|m| m[i].clone())
             .unwrap_or_else(|| vec![1.0; side * side]);
         let titles = figures::StripTitles {
-            class: class_name(batch.labels[i]),
+            class: imagenet_short_name(batch.labels[i]),
             before: prediction_title(before.predictions.get(i)),
             after: prediction_title(after.predictions.get(i)),
             epoch: Some(epoch),
@@ -149,7 +134,5 @@ mod tests {
         };
         let new: SavedMaps = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert!(matches!(new, SavedMaps::Titled(n) if n == m));
-        assert_eq!(class_name(0), "tench");
-        assert_eq!(class_name(5000), "class 5000");
     }
 }

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use image::GrayImage;
 
 use crate::check::{has_image_extension, SeenDirs};
-use crate::imagenet_s::decode_mask;
 use crate::loader::Item;
-use crate::preprocess::{decode_rgb, segtest_transform, Normalization, Plane};
+use crate::preprocess::{segtest_transform, Normalization, Plane};
 use crate::{DataError, SampleSource};
 
 use mat::GtSegs;
@@ -179,21 +178,7 @@ impl SampleSource for SegFolderSource {
 
     fn load(&self, index: usize) -> crate::Result<Item> {
         let p = &self.pairs[index];
-        let img = decode_rgb(&p.image)?;
-        let m = decode_mask(&p.mask)?.binary;
-        if (m.width, m.height) != img.dimensions() {
-            return Err(DataError::BadMask {
-                path: p.mask.clone(),
-                reason: format!(
-                    "size {}x{} differs from its image {} ({}x{})",
-                    m.width,
-                    m.height,
-                    p.image.display(),
-                    img.width(),
-                    img.height()
-                ),
-            });
-        }
+        let (img, m) = crate::imagenet_s::decode_pair(&p.image, &p.mask)?;
         let image = segtest_transform(&img, self.size, &SEG_NORM);
         Ok(item(
             image,
